@@ -1,0 +1,72 @@
+"""Data sets: SynthRef (built in, procedural) and RefCOCO / RefCOCO+ / RefCOCOg (refer format).
+
+``load_split(dataset, split)`` is the one entry point; every data set is a :class:`RefTable` behind
+it, so splitting, sampling modes and visualisation are shared.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from l2l_env.data.splits import LabelSplit, label_split, split_filename
+from l2l_env.data.types import (Box, ObjectInfo, RefRecord, RefSplit, RefTable, ReferringSample)
+
+TableLoader = Callable[..., RefTable]
+
+
+def _synthref(split: str, data_root: str | os.PathLike | None = None, **options) -> RefTable:
+    from l2l_env.data import synthref
+    return synthref.load_table(split, data_root=data_root, **options)
+
+
+def _refer(dataset: str) -> TableLoader:
+    def load(split: str, data_root: str | os.PathLike | None = None, **options) -> RefTable:
+        from l2l_env.data import refcoco
+        return refcoco.load_table(dataset, split, data_root=data_root, **options)
+    return load
+
+
+DATASETS: dict[str, TableLoader] = {
+    "synthref": _synthref,
+    "refcoco": _refer("refcoco"),
+    "refcoco+": _refer("refcoco+"),
+    "refcocog": _refer("refcocog"),
+}
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "synthref": ("train", "val", "testA", "testB"),
+    "refcoco": ("train", "val", "testA", "testB"),
+    "refcoco+": ("train", "val", "testA", "testB"),
+    "refcocog": ("train", "val", "test"),
+}
+
+
+def load_table(dataset: str, split: str, data_root: str | os.PathLike | None = None,
+               **options) -> RefTable:
+    """The :class:`RefTable` of one split of ``dataset``."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    if split not in SPLITS[dataset]:
+        raise ValueError(f"unknown split {split!r} for {dataset}; expected one of {SPLITS[dataset]}")
+    return DATASETS[dataset](split, data_root=data_root, **options)
+
+
+def load_split(dataset: str, split: str, data_root: str | os.PathLike | None = None, *,
+               mode: str | None = None, seed: int = 0, epoch: int = 0, **options) -> RefSplit:
+    """The samples of one split: a sequence (``len``, indexing) of :class:`ReferringSample`.
+
+    ``mode`` defaults to ``per_ref`` for ``train`` (one sample per referred object, a seeded random
+    sentence per epoch) and ``per_sentence`` for evaluation splits. Other ``options`` go to the
+    data set's loader (e.g. ``num_train`` for SynthRef, ``image_dir`` for RefCOCO).
+    """
+    table = load_table(dataset, split, data_root=data_root, **options)
+    if mode is None:
+        mode = "per_ref" if split == "train" else "per_sentence"
+    return RefSplit(table, mode=mode, seed=seed, epoch=epoch)
+
+
+__all__ = [
+    "Box", "DATASETS", "LabelSplit", "ObjectInfo", "RefRecord", "RefSplit", "RefTable",
+    "ReferringSample", "SPLITS", "label_split", "load_split", "load_table", "split_filename",
+]
