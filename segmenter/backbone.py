@@ -1,0 +1,114 @@
+"""Hierarchical image encoders with four stages at strides 4, 8, 16 and 32.
+
+An encoder exposes ``stem(x) -> (x, detail)`` (``detail``: stride-2 features or ``None``) and
+``stages``, a list of four modules run one after the other, so that guidance can be injected
+between stages. ``channels`` gives each stage's output channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class BasicBlock(nn.Module):
+    """A residual block of two 3x3 convolutions."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+class CNNEncoder(nn.Module):
+    """A compact CNN, trained from scratch: a stride-2 stem, then four down-sampling stages."""
+
+    def __init__(self, in_channels: int, stem_width: int, widths: tuple[int, ...],
+                 depths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.channels = list(widths)
+        self.detail_channels = stem_width
+        self._stem = nn.Sequential(conv_bn_relu(in_channels, stem_width, stride=2),
+                                   conv_bn_relu(stem_width, stem_width))
+        stages = []
+        cin = stem_width
+        for width, depth in zip(widths, depths):
+            stages.append(nn.Sequential(conv_bn_relu(cin, width, stride=2),
+                                        *[BasicBlock(width) for _ in range(depth)]))
+            cin = width
+        self.stages = nn.ModuleList(stages)
+
+    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self._stem(x)
+        return x, x
+
+
+class TimmEncoder(nn.Module):
+    """A timm backbone by name, split into four stages at strides 4, 8, 16, 32.
+
+    ``timm`` is imported lazily (install the ``timm`` extra). ``weights`` is a local pretrained
+    checkpoint (no download). Only timm feature extractors of the sequential kind
+    (``FeatureListNet``, the default of CNNs such as ResNet, ConvNeXt, EfficientNet) can be split.
+    """
+
+    def __init__(self, name: str, weights: str | None = None) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError as err:
+            raise ImportError(f"backbone 'timm:{name}' needs the timm package: "
+                              f"pip install 'l2l[timm]' (or use backbone='cnn')") from err
+        probe = timm.create_model(name, features_only=True, pretrained=False)
+        reductions = list(probe.feature_info.reduction())
+        wanted = []
+        for stride in (4, 8, 16, 32):
+            matches = [i for i, r in enumerate(reductions) if r == stride]
+            if not matches:
+                raise ValueError(f"timm backbone {name!r} has feature strides {reductions}; "
+                                 f"need 4, 8, 16 and 32")
+            wanted.append(matches[-1])
+        kwargs = {}
+        if weights is not None:
+            kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+        model = timm.create_model(name, features_only=True, out_indices=tuple(wanted), **kwargs)
+        if not hasattr(model, "return_layers") or not hasattr(model, "items"):
+            raise ValueError(f"timm backbone {name!r} is a {type(model).__name__}; only sequential "
+                             f"feature extractors (FeatureListNet) can take per-stage guidance")
+        if getattr(model, "output_fmt", "NCHW") not in ("NCHW", None) and \
+                str(getattr(model, "output_fmt")) not in ("NCHW", "Format.NCHW"):
+            raise ValueError(f"timm backbone {name!r} gives {model.output_fmt} features; need NCHW")
+        stages, current = [], []
+        for layer_name, module in model.items():
+            current.append(module)
+            if layer_name in model.return_layers:
+                stages.append(nn.Sequential(*current))
+                current = []
+        self.in_channels = 3
+        self.channels = list(model.feature_info.channels())
+        self.detail_channels = 0
+        self.stages = nn.ModuleList(stages)
+
+    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return x, None
+
+
+def build_encoder(backbone: str, in_channels: int, stem_width: int, widths: tuple[int, ...],
+                  depths: tuple[int, ...], weights: str | None = None) -> nn.Module:
+    """``"cnn"`` -> :class:`CNNEncoder`; ``"timm:<name>"`` -> :class:`TimmEncoder`."""
+    if backbone == "cnn":
+        return CNNEncoder(in_channels, stem_width, widths, depths)
+    if backbone.startswith("timm:"):
+        return TimmEncoder(backbone.split(":", 1)[1], weights=weights)
+    raise ValueError(f"unknown backbone {backbone!r}; expected 'cnn' or 'timm:<model name>'")

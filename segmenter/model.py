@@ -1,0 +1,116 @@
+"""The guided hierarchical segmentation network: encoder, per-stage guidance, top-down decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segmenter.backbone import build_encoder, conv_bn_relu
+from segmenter.config import SegmenterConfig
+from segmenter.guidance import FiLMBlock, GuidanceBlock
+
+
+def coordinate_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 2, h, w) normalised x and y coordinates in [-1, 1]."""
+    ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy]).unsqueeze(0)
+
+
+class TopDownDecoder(nn.Module):
+    """FPN-style top-down path from stride 32 to stride 4, then an optional stride-2 refinement
+    with the stem's detail features; the logits are upsampled (bilinear) to the input size."""
+
+    def __init__(self, channels: list[int], width: int, detail_channels: int, refine: bool) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.smooth = nn.ModuleList(conv_bn_relu(width, width) for _ in channels[:-1])
+        self.refine = refine and detail_channels > 0
+        if self.refine:
+            self.detail = conv_bn_relu(width + detail_channels, width // 2)
+            self.head = nn.Conv2d(width // 2, 1, 1)
+        else:
+            self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, feats: list[torch.Tensor], detail: torch.Tensor | None,
+                size: tuple[int, int]) -> torch.Tensor:
+        x = self.lateral[-1](feats[-1])
+        for i in range(len(feats) - 2, -1, -1):
+            lat = self.lateral[i](feats[i])
+            x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False) + lat
+            x = self.smooth[i](x)
+        if self.refine and detail is not None:
+            x = F.interpolate(x, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.detail(torch.cat([x, detail], 1))
+        logits = self.head(x)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class GuidedSegNet(nn.Module):
+    """Image + soft prior + text tokens -> foreground logits (B, 1, H, W).
+
+    With ``use_guidance`` every encoder stage is followed by a :class:`GuidanceBlock`; without it
+    the prior is an extra input channel and the text FiLM-modulates each stage (the baseline).
+    ``use_prior`` / ``use_text`` remove the prior / the text from the forward pass entirely.
+    """
+
+    def __init__(self, config: SegmenterConfig, text_in_dim: int) -> None:
+        super().__init__()
+        cfg = config
+        self.use_prior, self.use_text, self.use_guidance = cfg.use_prior, cfg.use_text, cfg.use_guidance
+        self.coord_channels = cfg.coord_channels
+        is_cnn = cfg.backbone == "cnn"
+        if not is_cnn and not cfg.use_guidance and cfg.use_prior:
+            raise ValueError("use_guidance=False feeds the prior as an input channel, which needs "
+                             "backbone='cnn'; got backbone=" + repr(cfg.backbone))
+        in_ch = 3
+        if is_cnn and cfg.coord_channels:
+            in_ch += 2
+        if is_cnn and not cfg.use_guidance and cfg.use_prior:
+            in_ch += 1
+        self.encoder = build_encoder(cfg.backbone, in_ch, cfg.stem_width, cfg.widths, cfg.depths,
+                                     cfg.backbone_weights)
+        channels = self.encoder.channels
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1),
+                             persistent=False)
+        if cfg.use_text:
+            self.text_proj = nn.Sequential(nn.LayerNorm(text_in_dim), nn.Linear(text_in_dim, cfg.text_dim),
+                                           nn.GELU())
+        if cfg.use_guidance:
+            self.guides = nn.ModuleList(
+                GuidanceBlock(c, cfg.text_dim, use_text=cfg.use_text, use_prior=cfg.use_prior,
+                              coord_channels=cfg.coord_channels) for c in channels)
+        elif cfg.use_text:
+            self.films = nn.ModuleList(FiLMBlock(c, cfg.text_dim) for c in channels)
+        self.decoder = TopDownDecoder(channels, cfg.decoder_width, self.encoder.detail_channels,
+                                      cfg.refine)
+
+    def forward(self, images: torch.Tensor, priors: torch.Tensor, tokens: torch.Tensor | None,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """``images`` (B, 3, H, W) in [0, 1]; ``priors`` (B, 1, H, W); ``tokens`` (B, T, D)."""
+        b, _, h, w = images.shape
+        x = (images - self.pixel_mean) / self.pixel_std
+        coords = coordinate_grid(h, w, x.device, x.dtype)
+        inputs = [x]
+        if self.encoder.in_channels > 3 and self.coord_channels:
+            inputs.append(coords.expand(b, -1, -1, -1))
+        if self.use_prior and not self.use_guidance and self.encoder.in_channels > 3:
+            inputs.append(priors)
+        x, detail = self.encoder.stem(torch.cat(inputs, 1))
+        words = self.text_proj(tokens) if self.use_text else None
+        feats = []
+        for i, stage in enumerate(self.encoder.stages):
+            x = stage(x)
+            if self.use_guidance:
+                size = x.shape[-2:]
+                prior_i = F.adaptive_avg_pool2d(priors, size) if self.use_prior else None
+                coords_i = F.adaptive_avg_pool2d(coords, size)
+                x = self.guides[i](x, words, mask, prior_i, coords_i)
+            elif self.use_text:
+                x = self.films[i](x, words, mask)
+            feats.append(x)
+        return self.decoder(feats, detail, (h, w))
