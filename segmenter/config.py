@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -21,10 +21,13 @@ class SegmenterConfig:
     the text FiLM-modulates each stage from its mean-pooled features, the plain baseline).
 
     Training: AdamW (``lr``, ``weight_decay``), a linear warm-up then a poly schedule over
-    ``total_steps`` (``poly_power``), gradient clipping (``grad_clip``, 0 = off), an EMA teacher
+    ``total_steps`` (``poly_power``; the rate never falls below
+    ``min_lr_ratio * lr``, so training past ``total_steps`` still learns when that is > 0), gradient clipping (``grad_clip``, 0 = off), an EMA teacher
     (``ema_momentum``), BCE + Dice (``bce_weight``, ``dice_weight``), mixed precision on CUDA only
     (``amp``, ``amp_dtype``). ``prior_dropout`` is the chance that a training sample sees no prior,
-    so the network learns to segment from the text when the prior is missing or wrong.
+    so the network learns to segment from the text when the prior is missing or wrong; a dropped
+    (or absent) prior is the flat map ``no_prior_value`` (0.5, as ``l2l_env.priors`` renders "no
+    answer").
     """
 
     image_size: int = 64
@@ -52,12 +55,14 @@ class SegmenterConfig:
     use_text: bool = True
     use_guidance: bool = True
     prior_dropout: float = 0.2
+    no_prior_value: float = 0.5
     # optimisation
     lr: float = 2e-3
     weight_decay: float = 1e-4
     total_steps: int = 4000
     warmup_steps: int = 50
     poly_power: float = 0.9
+    min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     ema_momentum: float = 0.99
     bce_weight: float = 1.0
@@ -65,7 +70,6 @@ class SegmenterConfig:
     amp: bool = True
     amp_dtype: str = "bfloat16"
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]

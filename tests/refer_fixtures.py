@@ -1,7 +1,7 @@
 """A tiny RefCOCO-style data set written in the exact refer format, for tests.
 
-``write_refer_fixture(root)`` writes ``root/<dataset>/instances.json``, ``root/<dataset>/refs(<split_by>).p``
-(pickle protocol 2, as the originals) and small images under
+``write_refer_fixture(root)`` writes ``root/<dataset>/instances.json``,
+``root/<dataset>/refs(<split_by>).p`` (pickle protocol 2, as the originals) and small images under
 ``root/images/mscoco/images/train2014/``. The returned :class:`ReferFixture` carries the expected
 masks, computed without pycocotools (numpy slices and a hand-written RLE encoder), so a loader can
 be checked against them. Annotation kinds covered:

@@ -47,23 +47,25 @@ def load_table(dataset: str, split: str, data_root: str | os.PathLike | None = N
     """The :class:`RefTable` of one split of ``dataset``."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
-    if split not in SPLITS[dataset]:
+    if split not in SPLITS[dataset] and not options.get("split_by"):  # other splitBy: loader checks
         raise ValueError(f"unknown split {split!r} for {dataset}; expected one of {SPLITS[dataset]}")
     return DATASETS[dataset](split, data_root=data_root, **options)
 
 
 def load_split(dataset: str, split: str, data_root: str | os.PathLike | None = None, *,
-               mode: str | None = None, seed: int = 0, epoch: int = 0, **options) -> RefSplit:
+               mode: str | None = None, sample_seed: int = 0, epoch: int = 0,
+               **options) -> RefSplit:
     """The samples of one split: a sequence (``len``, indexing) of :class:`ReferringSample`.
 
     ``mode`` defaults to ``per_ref`` for ``train`` (one sample per referred object, a seeded random
-    sentence per epoch) and ``per_sentence`` for evaluation splits. Other ``options`` go to the
-    data set's loader (e.g. ``num_train`` for SynthRef, ``image_dir`` for RefCOCO).
+    sentence per epoch, drawn from ``sample_seed``) and ``per_sentence`` for evaluation splits.
+    Other ``options`` go to the data set's loader (e.g. ``num_train`` or ``seed`` for SynthRef,
+    ``image_dir`` or ``split_by`` for RefCOCO).
     """
     table = load_table(dataset, split, data_root=data_root, **options)
     if mode is None:
         mode = "per_ref" if split == "train" else "per_sentence"
-    return RefSplit(table, mode=mode, seed=seed, epoch=epoch)
+    return RefSplit(table, mode=mode, seed=sample_seed, epoch=epoch)
 
 
 __all__ = [

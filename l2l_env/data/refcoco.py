@@ -251,7 +251,8 @@ def read_instances(path: Path) -> dict:
         raise ValueError(f"instances file {path} is not valid JSON ({err}); expected {expected}") \
             from None
     if not isinstance(data, dict):
-        raise ValueError(f"instances file {path} holds a {type(data).__name__}; expected {expected}")
+        raise ValueError(f"instances file {path} holds a {type(data).__name__}; "
+                         f"expected {expected}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             found = "is missing" if key not in data else f"is a {type(data[key]).__name__}"
@@ -287,7 +288,8 @@ class ReferDataset:
         split_by = DEFAULT_SPLIT_BY[dataset] if split_by is None else str(split_by)
         if (dataset, split_by) not in SPLITS_BY:
             known = [s for d, s in SPLITS_BY if d == dataset]
-            raise ValueError(f"unknown split_by {split_by!r} for {dataset}; expected one of {known}")
+            raise ValueError(f"unknown split_by {split_by!r} for {dataset}; "
+                             f"expected one of {known}")
         self.data_root = Path(data_root)
         self.dataset = dataset
         self.split_by = split_by
@@ -354,8 +356,8 @@ class ReferDataset:
 
     def table(self, split: str) -> RefTable:
         """The :class:`RefTable` of ``split``: one :class:`RefRecord` per ref."""
-        raw = self.ref_dicts(split)
         images, anns, _, by_image = self._instances
+        raw = self.ref_dicts(split)
         objects: dict[int, tuple[ObjectInfo, ...]] = {}
         positions: dict[int, dict[int, int]] = {}
         records: list[RefRecord] = []

@@ -1,0 +1,26 @@
+"""Multimodal priors: providers that ground a phrase (box/points/score), soft proposals, a cache.
+
+* :func:`make_provider` builds a :class:`PriorProvider` by name: ``simulated`` (a calibrated
+  stand-in MLLM for SynthRef, the default), ``mllm`` (a transformers grounder, imported on first
+  use) or ``cache`` (groundings read from a file by sample id).
+* :func:`to_soft_proposal` / :func:`soft_proposals` turn groundings into HxW probability maps.
+* :func:`load_priors` computes a split's priors once, caches them, returns a :class:`PriorTable`.
+* ``l2l-priors`` (:mod:`l2l_env.priors.cli`) computes, shards, merges and reports on priors.
+"""
+
+from l2l_env.priors.base import NO_PRIOR, Grounding, PriorProvider, box_iou
+from l2l_env.priors.cache import (CacheError, CachedPriors, MissingPriorError, compute_priors,
+                                  merge_shards, read_priors)
+from l2l_env.priors.proposals import (NO_PRIOR_VALUE, PROPOSALS, proposal_maps, soft_proposals,
+                                      to_soft_proposal)
+from l2l_env.priors.registry import PROVIDERS, make_provider, provider_key
+from l2l_env.priors.simulated import PRESETS, SimPreset, SimulatedGrounder
+from l2l_env.priors.table import PriorTable, load_priors, priors_path
+
+__all__ = [
+    "CacheError", "CachedPriors", "Grounding", "MissingPriorError", "NO_PRIOR", "NO_PRIOR_VALUE",
+    "PRESETS", "PROPOSALS", "PROVIDERS", "PriorProvider", "PriorTable", "SimPreset",
+    "SimulatedGrounder", "box_iou", "compute_priors", "load_priors", "make_provider",
+    "merge_shards", "priors_path", "proposal_maps", "provider_key", "read_priors",
+    "soft_proposals", "to_soft_proposal",
+]

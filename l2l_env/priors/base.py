@@ -114,9 +114,9 @@ def box_iou_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise IoU of two (N, 4) ``xywh`` arrays; NaN rows (no prior) score 0."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = ix * iy
+    lo = np.maximum(a[:, :2], b[:, :2])
+    hi = np.minimum(a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
     union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

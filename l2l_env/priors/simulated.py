@@ -111,7 +111,8 @@ def _clip(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -
     return _round((x0, y0, x1 - x0, y1 - y0))
 
 
-def _jitter(box: Box, scale: float, rng: np.random.Generator, width: int, height: int) -> Box | None:
+def _jitter(box: Box, scale: float, rng: np.random.Generator, width: int,
+            height: int) -> Box | None:
     x, y, w, h = box
     d = rng.normal(0.0, scale, size=4) * np.array([w, h, w, h])
     return _clip(x + d[0], y + d[1], x + w + d[2], y + h + d[3], width, height)
@@ -130,7 +131,8 @@ class SimulatedGrounder(PriorProvider):
     def __init__(self, preset: str | SimPreset = DEFAULT_PRESET, seed: int = 0) -> None:
         if isinstance(preset, str):
             if preset not in PRESETS:
-                raise ValueError(f"unknown simulated preset {preset!r}; expected one of {sorted(PRESETS)}")
+                raise ValueError(f"unknown simulated preset {preset!r}; "
+                                 f"expected one of {sorted(PRESETS)}")
             preset = PRESETS[preset]
         self.preset = preset
         self.seed = int(seed)
@@ -169,7 +171,9 @@ class SimulatedGrounder(PriorProvider):
         if kind == "correct":
             box = self._correct(true_box, rng, width, height)
         else:
-            box = self._wrong_object(sample, true_box, rng, width, height) if kind == "wrong_object" else None
+            box = None
+            if kind == "wrong_object":
+                box = self._wrong_object(sample, true_box, rng, width, height)
             if box is None:
                 kind = "miss"
                 box = self._miss(true_box, rng, width, height)
@@ -196,7 +200,7 @@ class SimulatedGrounder(PriorProvider):
             if box is not None and box_iou(box, true_box) >= 0.5:
                 return box
             scale *= 0.7
-        return _round(true_box)
+        return true_box
 
     def _wrong_object(self, sample: ReferringSample, true_box: Box, rng: np.random.Generator,
                       width: int, height: int) -> Box | None:
@@ -220,7 +224,8 @@ class SimulatedGrounder(PriorProvider):
         if not candidates:
             return None
         w = np.asarray(weights, dtype=np.float64)
-        target = tuple(float(v) for v in candidates[int(rng.choice(len(candidates), p=w / w.sum()))])
+        pick = int(rng.choice(len(candidates), p=w / w.sum()))
+        target = tuple(float(v) for v in candidates[pick])
         scale = self.preset.jitter
         for _ in range(self.max_tries):
             box = _jitter(target, scale, rng, width, height) if scale > 0 else None
@@ -229,7 +234,8 @@ class SimulatedGrounder(PriorProvider):
             scale *= 0.7
             if scale <= 1e-3:
                 break
-        box = _clip(target[0], target[1], target[0] + target[2], target[1] + target[3], width, height)
+        tx, ty, tw, th = target
+        box = _clip(tx, ty, tx + tw, ty + th, width, height)
         return box if box is not None and box_iou(box, true_box) < 0.5 else None
 
     def _miss(self, true_box: Box, rng: np.random.Generator, width: int, height: int) -> Box:
@@ -245,5 +251,5 @@ class SimulatedGrounder(PriorProvider):
         if w >= 2 and h >= 2:  # a quarter of the referent's box: IoU 0.25 with it
             return _round((x, y, w / 2, h / 2))
         cx, cy = x + w / 2, y + h / 2  # a 1-pixel box in the image corner farthest away
-        return _round((0.0 if cx > width / 2 else width - 1.0, 0.0 if cy > height / 2 else height - 1.0,
-                       1.0, 1.0))
+        return _round((0.0 if cx > width / 2 else width - 1.0,
+                       0.0 if cy > height / 2 else height - 1.0, 1.0, 1.0))

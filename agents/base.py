@@ -1,0 +1,186 @@
+"""The agent interface and the registry by name.
+
+Every agent acts on the env's observation (:meth:`Agent.act`), learns from the env when it is a
+learner (:meth:`Agent.learn`; a no-op for heuristics) and saves/loads itself. Agents are built by
+name with :func:`make`; a new agent is one class decorated with :func:`register`::
+
+    @register("mine")
+    class Mine(Agent):
+        def act(self, obs, deterministic=True): ...
+
+A name ending in ``":"`` registers a *family*: ``register("sb3:", variant_arg="algo")`` makes
+``make("sb3:ppo")`` call ``cls(algo="ppo")``.
+
+Saved agents are directories holding ``agent.json`` (``{"name": ..., ...}``) plus whatever the
+agent needs; :func:`load` reads the name and dispatches to the registered class.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from agents.obs import Obs
+
+MANIFEST = "agent.json"
+"""The file in a saved agent's directory that names the agent."""
+
+Callback = Callable[["Agent", dict[str, Any]], "bool | None"]
+"""``callback(agent, record)`` after each learning update; returning ``False`` stops learning."""
+
+
+class Agent(abc.ABC):
+    """What every agent offers.
+
+    :cvar name: the registry name (set by :func:`register`; instances of families override it).
+    :cvar is_learner: whether :meth:`learn` does anything.
+    :cvar preferred_label_source: the env ``label_source`` this agent is meant to run with
+        (``"prior"`` for the prior baseline), or ``None`` for the env's default. Experiments read it.
+    """
+
+    name: ClassVar[str] = ""
+    is_learner: ClassVar[bool] = False
+    preferred_label_source: ClassVar[str | None] = None
+
+    @abc.abstractmethod
+    def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:
+        """The selection for ``obs``: ``(G*G,)`` int8 of 0/1 for a single observation, ``(B, G*G)``
+        for a batched one (leading batch dim, as from a vector env)."""
+
+    def learn(self, env: Any, total_steps: int, callback: Callback | None = None) -> dict[str, Any]:
+        """Learn from ``env`` for ``total_steps`` env steps; returns a summary dict.
+
+        Heuristics do not learn: the default returns ``{}`` without touching ``env``.
+        """
+        return {}
+
+    @abc.abstractmethod
+    def save(self, path: str | Path) -> Path:
+        """Write the agent to directory ``path`` (created); returns it."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, path: str | Path) -> Agent:
+        """The agent saved in directory ``path`` by :meth:`save`."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type[Agent]
+    variant_arg: str | None = None
+
+
+class _Registry:
+    """Name -> agent class; family names end with ``":"``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def add(self, name: str, cls: type[Agent], variant_arg: str | None) -> None:
+        if not name or name.strip() != name:
+            raise ValueError(f"agent name must be a non-empty string without spaces, got {name!r}")
+        family = name.endswith(":")
+        if family and variant_arg is None:
+            raise ValueError(f"family {name!r} needs variant_arg= (the constructor argument that "
+                             "receives the part after the colon)")
+        if not family and ":" in name:
+            raise ValueError(f"agent name {name!r}: a ':' is only allowed at the end (a family)")
+        old = self._entries.get(name)
+        if old is not None and old.cls is not cls:
+            raise ValueError(f"agent name {name!r} is already registered to {old.cls.__qualname__}")
+        self._entries[name] = _Entry(cls, variant_arg)
+
+    def resolve(self, name: str) -> tuple[_Entry, str | None]:
+        if name in self._entries and not name.endswith(":"):
+            return self._entries[name], None
+        if ":" in name:
+            prefix, variant = name.split(":", 1)
+            entry = self._entries.get(prefix + ":")
+            if entry is not None and variant:
+                return entry, variant
+        raise KeyError(f"unknown agent {name!r}; known agents: {', '.join(self.names())}")
+
+    def names(self) -> list[str]:
+        return sorted(n + "<variant>" if n.endswith(":") else n for n in self._entries)
+
+
+_REGISTRY = _Registry()
+
+A = TypeVar("A", bound=type[Agent])
+
+
+def register(name: str, *, variant_arg: str | None = None) -> Callable[[A], A]:
+    """Class decorator: make ``cls`` available as ``make(name)``.
+
+    :param name: the agent's name; ending in ``":"`` registers a family (``"sb3:"``).
+    :param variant_arg: for a family, the constructor keyword that receives the variant
+        (``make("sb3:ppo")`` -> ``cls(algo="ppo")``).
+    """
+
+    def deco(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, Agent)):
+            raise TypeError(f"register({name!r}) expects an Agent subclass, got {cls!r}")
+        _REGISTRY.add(name, cls, variant_arg)
+        if not name.endswith(":"):
+            cls.name = name
+        return cls
+
+    return deco
+
+
+def make(name: str, **kwargs: Any) -> Agent:
+    """Build the agent registered as ``name`` with ``kwargs``.
+
+    Raises ``KeyError`` listing the known names when ``name`` is unknown.
+    """
+    entry, variant = _REGISTRY.resolve(name)
+    if variant is not None:
+        assert entry.variant_arg is not None
+        if entry.variant_arg in kwargs:
+            raise TypeError(f"make({name!r}): {entry.variant_arg!r} is given by the name, "
+                            "do not pass it as a keyword too")
+        kwargs[entry.variant_arg] = variant
+    return entry.cls(**kwargs)
+
+
+def available() -> list[str]:
+    """Registered agent names, sorted (families shown as ``"sb3:<variant>"``)."""
+    return _REGISTRY.names()
+
+
+def agent_class(name: str) -> type[Agent]:
+    """The class registered for ``name`` (a family member resolves to the family's class)."""
+    return _REGISTRY.resolve(name)[0].cls
+
+
+def write_manifest(path: str | Path, name: str, **fields: Any) -> Path:
+    """Create directory ``path`` and write ``agent.json`` with ``name`` and ``fields``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MANIFEST).write_text(json.dumps({"name": name, **fields}, indent=2, sort_keys=True))
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The ``agent.json`` of a saved agent; raises ``FileNotFoundError``/``ValueError`` naming it."""
+    f = Path(path) / MANIFEST
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no saved agent here (expected {MANIFEST} written by Agent.save)")
+    data = json.loads(f.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise ValueError(f"{f}: expected an object with a string 'name', got {data!r}")
+    return data
+
+
+def load(path: str | Path) -> Agent:
+    """Load any saved agent: reads its name from ``agent.json`` and calls that class's ``load``."""
+    return agent_class(read_manifest(path)["name"]).load(path)

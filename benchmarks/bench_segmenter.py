@@ -1,0 +1,350 @@
+"""Quality and speed of the guided segmenter, fully supervised on SynthRef.
+
+Trains the full model (prior + text + guidance) for ``--minutes`` on every labelled SynthRef train
+sentence, then a comparison at equal, shorter budgets (``--compare-minutes`` each): the full model
+and its ablations (no prior, no text, no guidance). Each run is its own process (clean peak
+memory). Reports val/testA/testB mIoU and oIoU for the student and the EMA teacher, mIoU split by
+whether the simulated MLLM's prior box is right (IoU >= 0.5 with the true box) or wrong, and by
+phrase kind; wall time, steps and peak RSS. Writes JSON (``--out``) and a markdown table next to it.
+
+    python benchmarks/bench_segmenter.py [--minutes 10] [--compare-minutes 3]
+        [--out benchmarks/segmenter_results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("val", "testA", "testB")
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_prior": {"use_prior": False},
+    "no_text": {"use_text": False},
+    "no_guidance": {"use_guidance": False},
+}
+
+
+@dataclass
+class SplitArrays:
+    """One split at the segmenter's size, with the priors and their correctness."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    priors: np.ndarray
+    phrases: list[str]
+    prior_right: np.ndarray  # bool: prior box IoU >= 0.5 with the true box
+    no_prior: np.ndarray  # bool: the grounder gave no box
+    kinds: list[str]
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of (N, 4) xywh boxes (NaN rows give 0)."""
+    ax0, ay0, ax1, ay1 = a[:, 0], a[:, 1], a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None)
+    ih = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    inter = iw * ih
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    out = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return np.nan_to_num(out, nan=0.0)
+
+
+def _fallback_priors(samples: list, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Used only when ``l2l_env.priors`` cannot be imported: with probability 0.9 a soft box on
+    the (jittered) referent box, else on another object's box."""
+    rng = np.random.default_rng(seed)
+    boxes = np.zeros((len(samples), 4))
+    for i, s in enumerate(samples):
+        others = [o.box for k, o in enumerate(s.objects) if k != s.referent]
+        box = np.array(s.box, float) if rng.random() < 0.9 or not others else \
+            np.array(others[rng.integers(len(others))], float)
+        boxes[i] = box + rng.normal(0, 0.05, 4) * box[[2, 3, 2, 3]]
+    h, w = samples[0].image.shape[:2]
+    scale = np.array([size / w, size / h, size / w, size / h])
+    b = boxes * scale
+    coords = np.arange(size) + 0.5
+    edge = 0.05 * np.maximum(b[:, 2:], 1.0)
+
+    def profile(lo, hi, e):
+        return 1 / (1 + np.exp(-(coords - lo[:, None]) / e[:, None])) * \
+            1 / (1 + np.exp((coords - hi[:, None]) / e[:, None]))
+
+    px = profile(b[:, 0], b[:, 0] + b[:, 2], edge[:, 0])
+    py = profile(b[:, 1], b[:, 1] + b[:, 3], edge[:, 1])
+    return (py[:, :, None] * px[:, None, :]).astype(np.float32), boxes
+
+
+def load_arrays(split: str, size: int, preset: str, seed: int, num_train: int | None
+                ) -> tuple[SplitArrays, str]:
+    """A SynthRef split (every sentence) with simulated MLLM priors at ``size``."""
+    from l2l_env.data import load_split
+    from segmenter.data import stack_samples
+
+    options = {} if num_train is None or split != "train" else {"num_train": num_train}
+    split_seq = load_split("synthref", split, mode="per_sentence", **options)
+    samples = list(split_seq)
+    images, masks, phrases = stack_samples(samples, size)
+    true_boxes = np.array([s.box for s in samples], float)
+    try:
+        from l2l_env.priors import load_priors
+
+        table = load_priors("synthref", split, split_seq, "simulated", preset=preset, seed=seed)
+        ids = [s.sample_id for s in samples]
+        priors = table.proposals(ids, size, size, kind="box")
+        boxes = table.boxes[table.rows(ids)]
+        source = f"l2l_env.priors simulated provider, preset {preset}, soft box proposals"
+    except ImportError as err:
+        priors, boxes = _fallback_priors(samples, size, seed)
+        source = f"benchmark-built soft boxes (l2l_env.priors unavailable: {err})"
+    no_prior = ~np.isfinite(boxes).all(axis=1)
+    right = (_box_iou(np.nan_to_num(boxes, nan=0.0), true_boxes) >= 0.5) & ~no_prior
+    kinds = ["?"] * len(samples)
+    try:
+        from l2l_env.data import synthref
+
+        data = synthref.load_arrays(split, **options)
+        kind_of = dict(zip(data.sent_ids.tolist(), data.kinds))
+        kinds = [kind_of.get(s.sent_id, "?") for s in samples]
+    except Exception:  # phrase kinds are a nice-to-have breakdown
+        pass
+    return SplitArrays(images, masks, priors.astype(np.float32), phrases, right, no_prior,
+                       kinds), source
+
+
+def _miou(probs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    from l2l_env.metrics import iou, segmentation_metrics
+
+    preds = probs > 0.5
+    return iou(preds, masks), segmentation_metrics(preds, masks)
+
+
+def evaluate(seg, data: dict[str, SplitArrays], teacher: bool) -> dict[str, Any]:
+    """Metrics per split, plus mIoU by prior correctness and by phrase kind."""
+    out: dict[str, Any] = {}
+    for split, d in data.items():
+        t0 = time.perf_counter()
+        probs = seg.predict(d.images, d.priors, d.phrases, teacher=teacher)
+        seconds = time.perf_counter() - t0
+        ious, metrics = _miou(probs, d.masks)
+        wrong = ~d.prior_right
+        entry = {k: round(v, 4) for k, v in metrics.items()}
+        entry["mIoU_prior_right"] = round(float(ious[d.prior_right].mean()), 4) \
+            if d.prior_right.any() else None
+        entry["mIoU_prior_wrong"] = round(float(ious[wrong].mean()), 4) if wrong.any() else None
+        entry["n_prior_right"], entry["n_prior_wrong"] = int(d.prior_right.sum()), int(wrong.sum())
+        kinds = np.array(d.kinds)
+        entry["mIoU_by_kind"] = {k: round(float(ious[kinds == k].mean()), 4)
+                                 for k in sorted(set(d.kinds))}
+        entry["ms_per_sample"] = round(1000 * seconds / len(d.phrases), 3)
+        out[split] = entry
+    return out
+
+
+def run_config(job: dict[str, Any]) -> dict[str, Any]:
+    """One training run in this (child) process; returns its results."""
+    import torch
+
+    from segmenter import Segmenter, SegmenterConfig, fit
+
+    torch.set_num_threads(job["threads"])
+    t_start = time.perf_counter()
+    cfg = SegmenterConfig(**job["config"])
+    data = {}
+    source = ""
+    for split in ("train",) + SPLITS:
+        data[split], source = load_arrays(split, cfg.image_size, job["preset"], job["prior_seed"],
+                                          job["num_train"])
+    train = data.pop("train")
+    t_data = time.perf_counter() - t_start
+
+    probe = Segmenter(cfg)
+    enc = probe.text_encoder
+    t0 = time.perf_counter()
+    if cfg.use_text:
+        phrases = list(dict.fromkeys(train.phrases + [p for d in data.values() for p in d.phrases]))
+        for i in range(0, len(phrases), 512):
+            probe.text_features(phrases[i:i + 512])
+    t_text = time.perf_counter() - t0
+    # calibrate the step time, so the poly schedule ends when the time budget does
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(train.phrases), job["batch_size"], replace=False)
+    batch = (train.images[idx], train.priors[idx], [train.phrases[i] for i in idx],
+             train.masks[idx].astype(np.float32))
+    for _ in range(3):
+        probe.train_step(*batch)
+    t0 = time.perf_counter()
+    for _ in range(8):
+        probe.train_step(*batch)
+    step_s = (time.perf_counter() - t0) / 8
+    del probe
+    budget_s = 60.0 * job["minutes"]
+    total_steps = max(100, int(0.97 * budget_s / step_s))
+    seg = Segmenter(cfg.replace(total_steps=total_steps), text_encoder=enc)
+    result = fit(seg, train.images, train.priors, train.phrases, train.masks.astype(np.float32),
+                 steps=total_steps, minutes=job["minutes"], batch_size=job["batch_size"],
+                 seed=cfg.seed, progress=job["progress"], log_every=100, desc=job["name"])
+    metrics = {"student": evaluate(seg, data, teacher=False),
+               "teacher": evaluate(seg, data, teacher=True)}
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "name": job["name"], "minutes_budget": job["minutes"],
+        "config": seg.config.to_dict(), "parameters": seg.num_parameters(),
+        "train_samples": len(train.phrases),
+        "train_prior_accuracy": round(float(train.prior_right.mean()), 4),
+        "steps": result.steps, "stopped_by": result.stopped_by,
+        "train_seconds": round(result.seconds, 1),
+        "calibrated_step_seconds": round(step_s, 4),
+        "mean_step_seconds": round(result.seconds / max(result.steps, 1), 4),
+        "data_seconds": round(t_data, 1), "text_cache_seconds": round(t_text, 1),
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "prior_source": source,
+        "eval_prior_accuracy": {s: round(float(d.prior_right.mean()), 4) for s, d in data.items()},
+        "metrics": metrics,
+        "history": result.history,
+    }
+
+
+def _spawn(job: dict[str, Any]) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(run_config, (job,))
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown tables."""
+    which = results["headline_model"]
+    lines = ["# Segmenter benchmark: fully supervised SynthRef", "",
+             f"Command: `{results['command']}`  ", f"Machine: {results['machine']['cpu']}, "
+             f"{results['machine']['cores']} cores, torch {results['machine']['torch']}, "
+             f"{results['threads']} threads (shared with other jobs: timings are noisy)  ",
+             f"Priors: {results['prior_source']}  ",
+             f"Metrics of the {which} (the other model is in the JSON). Prior right = the prior "
+             f"box has IoU >= 0.5 with the true box; wrong includes no-answer priors.", ""]
+    head = ("| run | budget (min) | steps | train s | peak RSS MB | params | "
+            + " | ".join(f"{s} mIoU | {s} oIoU" for s in SPLITS)
+            + " | val mIoU prior right | val mIoU prior wrong |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+
+    def row(r: dict[str, Any]) -> str:
+        m = r["metrics"][which]
+        cells = [r["name"], _fmt(float(r["minutes_budget"])), str(r["steps"]),
+                 _fmt(r["train_seconds"]), _fmt(r["peak_rss_mb"]), str(r["parameters"])]
+        for s in SPLITS:
+            cells += [_fmt(m[s]["mIoU"]), _fmt(m[s]["oIoU"])]
+        cells += [_fmt(m["val"]["mIoU_prior_right"]), _fmt(m["val"]["mIoU_prior_wrong"])]
+        return "| " + " | ".join(cells) + " |"
+
+    if results.get("main"):
+        lines += ["## Full model", "", head, sep, row(results["main"]), ""]
+        m = results["main"]["metrics"]
+        lines += ["Student vs EMA teacher (val mIoU): "
+                  f"{_fmt(m['student']['val']['mIoU'])} / {_fmt(m['teacher']['val']['mIoU'])}; "
+                  "val mIoU by phrase kind: "
+                  + ", ".join(f"{k} {_fmt(v)}" for k, v in m[which]['val']['mIoU_by_kind'].items()),
+                  ""]
+    if results.get("comparison"):
+        lines += [f"## Ablations at equal budgets ({results['compare_minutes']} min each)", "",
+                  head, sep] + [row(r) for r in results["comparison"]] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget, full model")
+    parser.add_argument("--compare-minutes", type=float, default=3.0,
+                        help="training budget of each run in the ablation comparison (0: skip)")
+    parser.add_argument("--compare", default="full,no_prior,no_text,no_guidance",
+                        help=f"comma-separated runs of the comparison, from {list(ABLATIONS)}")
+    parser.add_argument("--out", default="benchmarks/segmenter_results.json")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preset", default="qwen2.5-vl-7b", help="simulated MLLM preset")
+    parser.add_argument("--prior-seed", type=int, default=0)
+    parser.add_argument("--num-train", type=int, default=None, help="SynthRef train sentences")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="SegmenterConfig overrides (JSON values), e.g. lr=0.003")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    from segmenter import SegmenterConfig
+
+    base = SegmenterConfig(**overrides).to_dict()
+    names = [n for n in args.compare.split(",") if n]
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        parser.error(f"unknown comparison run(s) {unknown}; expected some of {list(ABLATIONS)}")
+
+    def job(name: str, minutes: float) -> dict[str, Any]:
+        return {"name": name, "minutes": minutes, "config": {**base, **ABLATIONS[name]},
+                "threads": args.threads, "batch_size": args.batch_size, "preset": args.preset,
+                "prior_seed": args.prior_seed, "num_train": args.num_train,
+                "progress": not args.no_progress}
+
+    results: dict[str, Any] = {
+        "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+        "machine": machine(), "threads": args.threads, "batch_size": args.batch_size,
+        "headline_model": "teacher", "compare_minutes": args.compare_minutes,
+    }
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    if args.minutes > 0:
+        print(f"[bench] full model, {args.minutes} min", flush=True)
+        results["main"] = _spawn(job("full", args.minutes))
+        results["prior_source"] = results["main"]["prior_source"]
+    results["comparison"] = []
+    if args.compare_minutes > 0:
+        for name in names:
+            print(f"[bench] comparison run {name}, {args.compare_minutes} min", flush=True)
+            results["comparison"].append(_spawn(job(name, args.compare_minutes)))
+            results["prior_source"] = results["comparison"][-1]["prior_source"]
+    results["total_wall_seconds"] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    md = markdown(results)
+    out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Typed configuration of the pseudo-label environment, merged from ``gym.make`` keyword arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+LABEL_SOURCES = ("teacher", "prior", "fused")
+
+
+@dataclass
+class EnvConfig:
+    """Every setting of :class:`l2l_env.env.PseudoLabelEnv`, with its default.
+
+    Data and priors
+        dataset, data_root, data_options: which data set (``l2l_env.data.load_split``), its root and
+        loader options (e.g. ``{"num_train": 2000}`` for SynthRef).
+        label_ratio, split_seed, split_dir: the labeled/unlabeled split of the train images.
+        prior_provider, prior_options, proposal: MLLM prior provider (``simulated``, ``mllm``,
+        ``cache``), its options (e.g. ``{"preset": "qwen2.5-vl-7b"}``) and the soft-proposal kind.
+        cache_dir: where generated data and priors are cached (None: ``$L2L_CACHE_DIR`` or ~/.cache).
+    Segmenter
+        segmenter: overrides of :class:`segmenter.SegmenterConfig` (ignored when a segmenter object is
+        handed in). warmup_steps: supervised steps on the labeled split at construction (0: none).
+        checkpoint: a segmenter checkpoint to start from.
+    Selection and self-evolution
+        grid_size: the action grid G (the action is ``MultiBinary(G*G)``).
+        label_source: where a selected cell's label value comes from (teacher, prior, fused).
+        update_interval: K, the segmenter trains every K steps on labeled data + the K selections.
+        update_steps: optimiser steps per update; labeled_batch: labeled samples per optimiser step.
+        pseudo_weight: loss weight of a pseudo-labeled pixel (labeled pixels weigh 1).
+        episode_steps: steps per episode (then truncated). progress_horizon: steps at which the
+        ``progress`` observation reaches 1.
+    Reward
+        reward: ``hybrid`` (default), ``agreement``, ``utility`` or ``oracle`` (analysis only).
+        reward_options: keyword arguments of the reward (weights, margins). probe_size: labeled samples
+        held out of training to measure the ``utility`` reward.
+    Other
+        include_image: add the down-sampled image to the observation. diagnostics: compute
+        pseudo-label precision/recall against ground truth in ``info`` (never used for learning).
+        device, seed.
+    """
+
+    dataset: str = "synthref"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    label_ratio: float = 0.05
+    split_seed: int = 0
+    split_dir: str | None = None
+    prior_provider: str = "simulated"
+    prior_options: dict[str, Any] = field(default_factory=lambda: {"preset": "qwen2.5-vl-7b"})
+    proposal: str = "box"
+    cache_dir: str | None = None
+    segmenter: dict[str, Any] = field(default_factory=dict)
+    warmup_steps: int = 0
+    checkpoint: str | None = None
+    grid_size: int = 32
+    label_source: str = "teacher"
+    update_interval: int = 32
+    update_steps: int = 2
+    labeled_batch: int = 16
+    pseudo_weight: float = 1.0
+    episode_steps: int = 128
+    progress_horizon: int = 4096
+    reward: str = "hybrid"
+    reward_options: dict[str, Any] = field(default_factory=dict)
+    probe_size: int = 32
+    include_image: bool = False
+    diagnostics: bool = True
+    device: str = "cpu"
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value."""
+        from l2l_env.rewards import REWARDS
+
+        checks = [
+            (0.0 < self.label_ratio <= 1.0, "label_ratio", "a fraction in (0, 1]"),
+            (self.grid_size >= 1, "grid_size", "a positive integer"),
+            (self.label_source in LABEL_SOURCES, "label_source", f"one of {LABEL_SOURCES}"),
+            (self.update_interval >= 1, "update_interval", "a positive integer"),
+            (self.update_steps >= 0, "update_steps", "a non-negative integer"),
+            (self.labeled_batch >= 0, "labeled_batch", "a non-negative integer"),
+            (self.pseudo_weight >= 0.0, "pseudo_weight", "a non-negative number"),
+            (self.episode_steps >= 1, "episode_steps", "a positive integer"),
+            (self.progress_horizon >= 1, "progress_horizon", "a positive integer"),
+            (self.reward in REWARDS, "reward", f"one of {sorted(REWARDS)}"),
+            (self.probe_size >= 0, "probe_size", "a non-negative integer"),
+            (self.warmup_steps >= 0, "warmup_steps", "a non-negative integer"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise ValueError(f"env config {key}={getattr(self, key)!r} is invalid; expected {expected}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_config(config: dict[str, Any] | EnvConfig | None = None, **overrides: Any) -> EnvConfig:
+    """Merge a dict (or config) and keyword overrides onto the defaults; unknown keys are errors."""
+    base = dataclasses.asdict(config) if isinstance(config, EnvConfig) else dict(config or {})
+    base.update(overrides)
+    known = {f.name for f in dataclasses.fields(EnvConfig)}
+    unknown = sorted(set(base) - known)
+    if unknown:
+        raise ValueError(f"unknown env config key(s) {unknown}; known keys: {sorted(known)}")
+    cfg = EnvConfig(**base)
+    cfg.validate()
+    return cfg

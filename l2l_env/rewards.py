@@ -1,0 +1,176 @@
+"""Rewards of the pseudo-label environment, chosen by name.
+
+Every reward sees a :class:`StepContext`: the agent's cell selection, the label value of every
+cell, and the maps of the state (prior, student, teacher) at the action grid. Only a reward whose
+class sets ``uses_ground_truth = True`` (the ``oracle``, for analysis) is handed the ground truth;
+the environment passes ``truth=None`` to every other reward, so no other reward can read an
+unlabeled sample's mask.
+
+* ``agreement`` - each selected cell earns the weighted agreement of prior, teacher and student
+  with the cell's label, minus a margin, plus a small coverage bonus: reliable cells pay, contested
+  cells cost (the paper's reward from multimodal priors and model predictions).
+* ``utility`` - delayed: after each segmenter update, the change of the student's mIoU on a
+  held-out labeled probe, credited on the step that triggered the update.
+* ``hybrid`` (default) - a weighted sum of both.
+* ``oracle`` - IoU of the selected foreground cells against the ground-truth mask; analysis only.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class StepContext:
+    """What a reward may look at for one step (all arrays flat over the G*G grid)."""
+
+    selection: np.ndarray  # bool
+    labels: np.ndarray  # float32 in {0, 1}: the label value each cell would get
+    prior: np.ndarray
+    student: np.ndarray
+    teacher: np.ndarray
+    no_prior: bool
+    truth: Callable[[], np.ndarray] | None = None  # ground-truth foreground fraction per cell
+
+
+@dataclass
+class RewardResult:
+    value: float
+    components: dict[str, float] = field(default_factory=dict)
+    cell_rewards: np.ndarray | None = None
+
+
+class Reward(abc.ABC):
+    """A reward: an immediate part per step, and an optional delayed part per segmenter update."""
+
+    name: str = ""
+    uses_ground_truth: bool = False
+
+    @abc.abstractmethod
+    def step(self, ctx: StepContext) -> RewardResult:
+        """The immediate reward of one selection."""
+
+    def on_update(self, probe_delta: float) -> float:
+        """The delayed reward credited when the segmenter has trained (default: none)."""
+        return 0.0
+
+
+REWARDS: dict[str, type[Reward]] = {}
+
+
+def register_reward(name: str):
+    """Class decorator: make a reward available by ``name``."""
+    def wrap(cls: type[Reward]) -> type[Reward]:
+        cls.name = name
+        REWARDS[name] = cls
+        return cls
+    return wrap
+
+
+def make_reward(name: str, **options) -> Reward:
+    """Build a reward by name; unknown names and options are errors that list the valid ones."""
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARDS)}")
+    try:
+        return REWARDS[name](**options)
+    except TypeError as err:
+        raise ValueError(f"bad reward_options for reward {name!r}: {err}") from None
+
+
+def _support(source: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How strongly a probability map supports each cell's label (p for label 1, 1-p for 0)."""
+    return np.where(labels > 0.5, source, 1.0 - source)
+
+
+@register_reward("agreement")
+class AgreementReward(Reward):
+    """Agreement and confidence of prior, teacher and student with the selected labels.
+
+    :param prior_weight, teacher_weight, student_weight: weights of each source's support.
+    :param margin: support below which a selected cell costs instead of paying.
+    :param coverage_bonus: added per selected cell, so that equal reliability favours coverage.
+    """
+
+    def __init__(self, prior_weight: float = 1.0, teacher_weight: float = 1.0,
+                 student_weight: float = 0.5, margin: float = 0.75, coverage_bonus: float = 0.05,
+                 scale: float = 1.0) -> None:
+        self.weights = (prior_weight, teacher_weight, student_weight)
+        self.margin, self.coverage_bonus, self.scale = margin, coverage_bonus, scale
+
+    def reliability(self, ctx: StepContext) -> np.ndarray:
+        wp, wt, ws = self.weights
+        if ctx.no_prior:
+            wp = 0.0  # a flat prior says nothing; do not let it vote
+        total = wp * _support(ctx.prior, ctx.labels) + wt * _support(ctx.teacher, ctx.labels) \
+            + ws * _support(ctx.student, ctx.labels)
+        return total / max(wp + wt + ws, 1e-8)
+
+    def step(self, ctx: StepContext) -> RewardResult:
+        rel = self.reliability(ctx)
+        n = ctx.selection.size
+        cells = np.where(ctx.selection, (rel - self.margin + self.coverage_bonus) * self.scale / n, 0.0)
+        cells = cells.astype(np.float32)
+        selected = int(ctx.selection.sum())
+        return RewardResult(float(cells.sum(dtype=np.float64)),
+                            {"agreement": float(rel[ctx.selection].mean()) if selected else 0.0,
+                             "coverage": selected / n},
+                            cells)
+
+
+@register_reward("utility")
+class UtilityReward(Reward):
+    """Delayed utility: ``scale`` times the probe-mIoU change after each segmenter update."""
+
+    def __init__(self, scale: float = 10.0) -> None:
+        self.scale = scale
+
+    def step(self, ctx: StepContext) -> RewardResult:
+        return RewardResult(0.0, {}, np.zeros(ctx.selection.size, np.float32))
+
+    def on_update(self, probe_delta: float) -> float:
+        return self.scale * float(probe_delta)
+
+
+@register_reward("hybrid")
+class HybridReward(Reward):
+    """``agreement_weight * agreement + utility_weight * utility`` (the default reward)."""
+
+    def __init__(self, agreement_weight: float = 1.0, utility_weight: float = 1.0,
+                 agreement: dict | None = None, utility: dict | None = None) -> None:
+        self.agreement = AgreementReward(**(agreement or {}))
+        self.utility = UtilityReward(**(utility or {}))
+        self.agreement_weight, self.utility_weight = agreement_weight, utility_weight
+
+    def step(self, ctx: StepContext) -> RewardResult:
+        res = self.agreement.step(ctx)
+        cells = res.cell_rewards * np.float32(self.agreement_weight)
+        return RewardResult(self.agreement_weight * res.value, res.components, cells)
+
+    def on_update(self, probe_delta: float) -> float:
+        return self.utility_weight * self.utility.on_update(probe_delta)
+
+
+@register_reward("oracle")
+class OracleReward(Reward):
+    """IoU of the selected foreground cells with the ground-truth foreground cells.
+
+    For analysis only: it reads ground truth of unlabeled samples, which no experiment may use to
+    learn unless it asks for this reward by name; ``info["oracle"]`` is then True.
+    """
+
+    uses_ground_truth = True
+
+    def step(self, ctx: StepContext) -> RewardResult:
+        if ctx.truth is None:
+            raise RuntimeError("the oracle reward needs ground-truth masks (diagnostics=True)")
+        truth = ctx.truth() > 0.5
+        chosen_fg = ctx.selection & (ctx.labels > 0.5)
+        union = np.count_nonzero(chosen_fg | truth)
+        value = np.count_nonzero(chosen_fg & truth) / union if union else 0.0
+        correct = (ctx.labels > 0.5) == truth
+        cells = np.where(ctx.selection, np.where(correct, 1.0, -1.0) / ctx.selection.size, 0.0)
+        return RewardResult(float(value), {"oracle_iou": float(value)}, cells.astype(np.float32))

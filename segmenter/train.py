@@ -1,0 +1,101 @@
+"""A supervised training loop on arrays (used by the benchmark and for the experiments' warm-up).
+
+Mini-batches are drawn from a seeded permutation per epoch, positioned by the segmenter's step,
+so a run resumed from a checkpoint continues with exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from segmenter.engine import Segmenter
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: steps taken in this call, seconds, and the logged history."""
+
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by: str = "steps"
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int = 0) -> np.ndarray:
+    """The sample indices of batch ``step``: consecutive slices of per-epoch permutations
+    seeded by ``(seed, epoch)`` (a batch may straddle two epochs)."""
+    if n < 1:
+        raise ValueError("cannot draw batches from an empty training set")
+    start = step * batch_size
+    epoch, offset = divmod(start, n)
+    out: list[np.ndarray] = []
+    need = batch_size
+    while need > 0:
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = perm[offset:offset + need]
+        out.append(take)
+        need -= take.size
+        epoch, offset = epoch + 1, 0
+    return np.concatenate(out)
+
+
+def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
+        phrases: Sequence[str], targets: np.ndarray, weights: np.ndarray | None = None, *,
+        steps: int | None = None, minutes: float | None = None, batch_size: int = 32,
+        seed: int = 0, eval_fn: Callable[[Segmenter], dict[str, float]] | None = None,
+        eval_every: int = 0, log_every: int = 50, progress: bool = True,
+        desc: str = "train") -> FitResult:
+    """Train ``segmenter`` on arrays for ``steps`` optimiser steps and/or ``minutes`` of wall time
+    (whichever ends first; at least one must be given).
+
+    ``images`` (N, H, W, 3) uint8, ``priors`` (N, H, W) or ``None``, ``phrases`` N strings,
+    ``targets`` (N, H, W), ``weights`` (N, H, W) or ``None`` (all ones). ``eval_fn(segmenter)`` is
+    called every ``eval_every`` steps and at the end; its dict is added to the history.
+    """
+    if steps is None and minutes is None:
+        raise ValueError("fit needs steps= or minutes= (or both)")
+    n = len(phrases)
+    for name, arr in (("images", images), ("priors", priors), ("targets", targets),
+                      ("weights", weights)):
+        if arr is not None and len(arr) != n:
+            raise ValueError(f"fit: {name} has {len(arr)} entries but there are {n} phrases")
+    phrases = list(phrases)
+    deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
+    t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    running: dict[str, float] = {}
+    taken = 0
+    stopped_by = "steps"
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    try:
+        while steps is None or taken < steps:
+            if deadline is not None and time.perf_counter() >= deadline:
+                stopped_by = "time"
+                break
+            idx = batch_indices(n, batch_size, segmenter.step, seed)
+            out = segmenter.train_step(
+                images[idx], None if priors is None else priors[idx], [phrases[i] for i in idx],
+                targets[idx], None if weights is None else weights[idx])
+            taken += 1
+            for k, v in out.items():
+                running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
+            bar.update(1)
+            if log_every and segmenter.step % log_every == 0:
+                bar.set_postfix(loss=f"{running['loss']:.4f}", lr=f"{out['lr']:.2e}")
+                history.append({"step": segmenter.step, "time": time.perf_counter() - t0,
+                                **{k: round(v, 6) for k, v in running.items()}})
+            if eval_fn is not None and eval_every and segmenter.step % eval_every == 0:
+                history.append({"step": segmenter.step, "time": time.perf_counter() - t0,
+                                **eval_fn(segmenter)})
+    finally:
+        bar.close()
+    if eval_fn is not None and not (eval_every and segmenter.step % eval_every == 0 and taken):
+        history.append({"step": segmenter.step, "time": time.perf_counter() - t0, **eval_fn(segmenter)})
+    return FitResult(steps=taken, seconds=time.perf_counter() - t0, history=history,
+                     stopped_by=stopped_by)

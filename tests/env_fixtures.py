@@ -1,0 +1,15 @@
+"""Small, fast configurations of the pseudo-label environment shared by the env tests."""
+
+from __future__ import annotations
+
+TINY_SEGMENTER = {"widths": (8, 16, 16, 16), "depths": (1, 1, 1, 1), "stem_width": 8,
+                  "decoder_width": 8, "text_dim": 16}
+
+
+def tiny_env_kwargs(cache_dir, **overrides) -> dict:
+    """gym.make kwargs of a tiny env: 200 SynthRef train sentences, grid 8, updates every 8 steps."""
+    kwargs = dict(cache_dir=str(cache_dir), data_options={"num_train": 200, "num_eval": 20},
+                  label_ratio=0.2, grid_size=8, update_interval=8, update_steps=1, labeled_batch=4,
+                  episode_steps=24, probe_size=4, segmenter=dict(TINY_SEGMENTER))
+    kwargs.update(overrides)
+    return kwargs

@@ -1,0 +1,150 @@
+"""Segmenter forward: shapes at two sizes, ablation switches, batched prediction, text cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from segmenter import Segmenter, SegmenterConfig, TextEncoder, resize_batch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and threads stall badly on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(stem_width=8, widths=(8, 16, 16, 16), depths=(1, 1, 1, 1), decoder_width=16,
+            text_dim=16, warmup_steps=1, lr=5e-3, prior_dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return TextEncoder("minilm")
+
+
+def _data(n: int, size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    priors = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        y, x = rng.integers(0, size // 2, 2)
+        priors[i, y:y + size // 3, x:x + size // 3] = 1.0
+    targets = (rng.random((n, size, size)) > 0.7).astype(np.float32)
+    phrases = [f"the {c} shape" for c in ("red", "blue", "green", "left", "big", "small")][:n]
+    return images, priors, phrases, targets
+
+
+def _trained(text_encoder, steps: int = 3, **kw) -> Segmenter:
+    seg = Segmenter(SegmenterConfig(image_size=32, **{**TINY, **kw}), text_encoder=text_encoder)
+    images, priors, phrases, targets = _data(4, 32)
+    for _ in range(steps):
+        seg.train_step(images, priors, phrases, targets, None)
+    return seg
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes_and_probabilities(text_encoder, size):
+    seg = Segmenter(SegmenterConfig(image_size=size, **TINY), text_encoder=text_encoder)
+    images, priors, phrases, targets = _data(3, size)
+    out = seg.train_step(images, priors, phrases, targets, np.ones_like(targets))
+    assert set(out) >= {"loss", "bce", "dice", "lr"} and np.isfinite(out["loss"])
+    probs = seg.predict(images, priors, phrases)
+    assert probs.shape == (3, size, size) and probs.dtype == np.float32
+    assert probs.min() >= 0 and probs.max() <= 1
+    assert seg.predict(images, priors, phrases, teacher=True).shape == (3, size, size)
+    tokens, mask = seg.text_features(phrases)
+    img = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    logits = seg.model.eval()(img, torch.from_numpy(priors)[:, None], tokens, mask)
+    assert logits.shape == (3, 1, size, size)
+    with pytest.raises(ValueError, match="image_size"):
+        seg.predict(images[:, :-1], priors, phrases)
+
+
+def test_resize_helper_brings_arrays_to_size():
+    images, priors, _, targets = _data(2, 48)
+    img, msk, pri = resize_batch(images, 32, targets > 0.5, priors)
+    assert img.shape == (2, 32, 32, 3) and img.dtype == np.uint8
+    assert msk.shape == (2, 32, 32) and msk.dtype == bool
+    assert pri.shape == (2, 32, 32) and pri.dtype == np.float32 and 0 <= pri.min() <= pri.max() <= 1
+    assert resize_batch(img, 32)[0] is img
+
+
+def _prior_and_text_dependence(seg: Segmenter) -> tuple[float, float]:
+    images, priors, phrases, _ = _data(4, 32, seed=5)
+    base = seg.predict(images, priors, phrases)
+    moved = seg.predict(images, np.roll(priors, 9, axis=2), phrases)
+    other = seg.predict(images, priors, ["the rightmost tiny purple star"] * 4)
+    return float(np.abs(base - moved).max()), float(np.abs(base - other).max())
+
+
+@pytest.mark.parametrize("guidance", [True, False])
+def test_prior_and_text_switches_remove_their_input(text_encoder, guidance):
+    d_prior, d_text = _prior_and_text_dependence(_trained(text_encoder, use_guidance=guidance))
+    assert d_prior > 1e-6 and d_text > 1e-6
+    d_prior, d_text = _prior_and_text_dependence(
+        _trained(text_encoder, use_guidance=guidance, use_prior=False))
+    assert d_prior == 0.0 and d_text > 1e-6
+    d_prior, d_text = _prior_and_text_dependence(
+        _trained(text_encoder, use_guidance=guidance, use_text=False))
+    assert d_prior > 1e-6 and d_text == 0.0
+
+
+def test_guidance_switch_changes_the_network(text_encoder):
+    on = _trained(text_encoder, steps=0)
+    off = _trained(text_encoder, steps=0, use_guidance=False)
+    assert hasattr(on.model, "guides") and not hasattr(off.model, "guides")
+    assert hasattr(off.model, "films")
+    images, priors, phrases, _ = _data(4, 32)
+    assert np.abs(on.predict(images, priors, phrases) - off.predict(images, priors, phrases)).max() > 1e-4
+
+
+def test_predict_in_batches_equals_one_by_one(text_encoder):
+    seg = _trained(text_encoder, steps=2)
+    images, priors, phrases, _ = _data(5, 32, seed=3)
+    together = seg.predict(images, priors, phrases, batch_size=256)
+    chunked = seg.predict(images, priors, phrases, batch_size=2)
+    single = np.concatenate([seg.predict(images[i:i + 1], priors[i:i + 1], phrases[i:i + 1])
+                             for i in range(5)])
+    np.testing.assert_allclose(together, single, atol=1e-5)
+    np.testing.assert_allclose(together, chunked, atol=1e-5)
+
+
+def test_text_features_are_cached_per_phrase(tmp_path):
+    enc = TextEncoder("minilm", cache_size=2)
+    tokens, mask = enc(["the red circle on the left", "a square"])
+    assert enc.cache_misses == 2 and enc.cache_hits == 0
+    assert tokens.shape[0] == 2 and tokens.shape[2] == 384 and mask.dtype == torch.bool
+    assert mask[0].all() and not mask[1].all() and torch.all(tokens[1][~mask[1]] == 0)
+    again, mask2 = enc(["a square", "the red circle on the left", "a square"])
+    assert enc.cache_misses == 2 and enc.cache_hits == 3
+    assert torch.equal(again[1], tokens[0]) and torch.equal(again[0], again[2])
+    n = int(mask[1].sum())
+    assert torch.equal(again[0, :n], tokens[1, :n])
+    enc(["a third phrase"])
+    assert enc.cache_size_now() == 2  # LRU bound
+    seg = Segmenter(SegmenterConfig(image_size=32, **TINY), text_encoder=enc)
+    hits = enc.cache_hits
+    seg.text_features(["a square"])
+    assert enc.cache_hits == hits + 1
+
+
+def test_bad_inputs_and_missing_timm_raise_clear_errors(text_encoder):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        SegmenterConfig(image_size=50)
+    with pytest.raises(ValueError, match="unknown SegmenterConfig key"):
+        Segmenter(SegmenterConfig(image_size=32, **TINY), text_encoder=text_encoder, widht=3)
+    seg = Segmenter(SegmenterConfig(image_size=32, **TINY), text_encoder=text_encoder)
+    images, priors, phrases, targets = _data(2, 32)
+    with pytest.raises(ValueError, match="weights"):
+        seg.train_step(images, priors, phrases[:2], targets, -np.ones_like(targets))
+    with pytest.raises(ValueError, match="phrases"):
+        seg.predict(images, priors, phrases[:1])
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="timm"):
+            Segmenter(SegmenterConfig(image_size=32, backbone="timm:resnet18", **TINY),
+                      text_encoder=text_encoder)
