@@ -230,6 +230,50 @@ class PseudoLabelEnv(gym.Env):
         caption = f"{self.unlabeled.phrases[row]}  (prior | student | last selection)"
         return np.asarray(captioned_panel(panels, caption, scale=scale))
 
+    # ----------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly (segmenter, RNGs, position, pending
+        selections); see :meth:`load_state_dict`."""
+        if not self._started:
+            raise RuntimeError("state_dict() before the first reset(): nothing to save yet")
+        return {
+            "segmenter": self.segmenter.state_dict(),
+            "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+            "schedule": self._schedule.copy(),
+            "global_step": self._global_step,
+            "episode_step": self._episode_step,
+            "pending": [(int(r), s.copy(), t.copy()) for r, s, t in self._pending],
+            "probe_miou": self._probe_miou,
+            "initial_state": self._initial_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the next step is the one the saved run would take)."""
+        self.reset(seed=0)
+        self.segmenter.load_state_dict(state["segmenter"])
+        self.np_random.bit_generator.state = state["np_random"]
+        self._rng.bit_generator.state = state["rng"]
+        self._schedule = np.asarray(state["schedule"], dtype=np.int64)
+        self._global_step = int(state["global_step"])
+        self._episode_step = int(state["episode_step"])
+        self._pending = [(int(r), np.asarray(s), np.asarray(t)) for r, s, t in state["pending"]]
+        self._probe_miou = state["probe_miou"]
+        self._initial_state = state["initial_state"]
+        self._cache.clear()
+
+    def current_observation(self) -> dict[str, np.ndarray]:
+        """The observation of the sample the next step acts on (no side effects on the run)."""
+        if not self._started:
+            raise RuntimeError("current_observation() before the first reset()")
+        return self._observation()
+
+    def evaluate(self, split: str = "val", batch_size: int = 256) -> dict[str, float]:
+        """Metrics of the current student on an evaluation split of the same data set and priors."""
+        from l2l_env.evaluation import evaluate_segmenter
+
+        return evaluate_segmenter(self.segmenter, self.config, split, batch_size=batch_size)
+
     # ----------------------------------------------------------------- internals
     def _validate_action(self, action) -> np.ndarray:
         a = np.asarray(action)

@@ -29,8 +29,10 @@ class TopDownDecoder(nn.Module):
         self.smooth = nn.ModuleList(conv_bn_relu(width, width) for _ in channels[:-1])
         self.refine = refine and detail_channels > 0
         if self.refine:
-            self.detail = conv_bn_relu(width + detail_channels, width // 2)
-            self.head = nn.Conv2d(width // 2, 1, 1)
+            fine = max(8, width // 3)
+            self.reduce = nn.Conv2d(width, fine, 1)
+            self.detail = conv_bn_relu(fine + detail_channels, fine)
+            self.head = nn.Conv2d(fine, 1, 1)
         else:
             self.head = nn.Conv2d(width, 1, 1)
 
@@ -42,7 +44,8 @@ class TopDownDecoder(nn.Module):
             x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False) + lat
             x = self.smooth[i](x)
         if self.refine and detail is not None:
-            x = F.interpolate(x, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+            x = F.interpolate(self.reduce(x), size=detail.shape[-2:], mode="bilinear",
+                              align_corners=False)
             x = self.detail(torch.cat([x, detail], 1))
         logits = self.head(x)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

@@ -93,7 +93,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="l2l-priors", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="l2l-priors", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     compute = sub.add_parser("compute", help="ground every sentence and cache it (default)")
