@@ -9,10 +9,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 # RGB colours of the overlays, by role.
 OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
-    "mask": (0, 255, 0),
+    "mask": (255, 0, 255),
     "prior": (255, 200, 0),
     "prediction": (0, 160, 255),
-    "selection": (255, 0, 255),
+    "selection": (0, 255, 255),
 }
 
 
@@ -61,7 +61,9 @@ def captioned_panel(panels: Sequence[np.ndarray], caption: str, scale: int = 4,
 def sample_panel(image: np.ndarray, mask: np.ndarray, phrase: str, scale: int = 4,
                  extra: dict[str, np.ndarray] | None = None) -> Image.Image:
     """The image, the image with its mask overlaid, and one panel per extra map (e.g. prior)."""
-    panels = [image, overlay(image, mask, OVERLAY_COLOURS["mask"])]
+    masked = overlay(image, mask, OVERLAY_COLOURS["mask"], alpha=0.55)
+    masked[mask_outline(mask)] = (255, 255, 255)
+    panels = [image, masked]
     for name, value in (extra or {}).items():
         panels.append(overlay(image, value, OVERLAY_COLOURS.get(name, (255, 0, 0))))
     return captioned_panel(panels, phrase, scale=scale)
