@@ -15,6 +15,6 @@ from agents.heuristics import (AgreementAgent, AllAgent, CellRuleAgent, NoneAgen
 from agents.l2l import L2LAgent, L2LConfig
 from agents.sb3_agent import SB3Agent
 
-__all__ = ["Agent", "AgreementAgent", "AllAgent", "Callback", "CellRuleAgent", "L2LAgent", "L2LConfig",
-           "NoneAgent", "PriorAgent", "RandomAgent", "SB3Agent", "ThresholdAgent", "agent_class",
+__all__ = ["Agent", "AgreementAgent", "AllAgent", "Callback", "CellRuleAgent", "L2LAgent",
+           "L2LConfig", "NoneAgent", "PriorAgent", "RandomAgent", "SB3Agent", "ThresholdAgent", "agent_class",
            "available", "load", "make", "register"]

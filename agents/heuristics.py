@@ -106,7 +106,8 @@ class CellRuleAgent(Agent):
                                 f"expected some of {sorted(fields)}")
             params = self.Params(**kwargs)
         elif not isinstance(params, self.Params):
-            raise TypeError(f"agent {self.name!r}: params must be {self.Params.__name__}, got {params!r}")
+            raise TypeError(f"agent {self.name!r}: params must be {self.Params.__name__}, "
+                            f"got {params!r}")
         self.params = params
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
@@ -120,7 +121,8 @@ class CellRuleAgent(Agent):
         sel = np.asarray(self.rule(maps), dtype=bool)
         b, g = maps["prior"].shape[0], maps["prior"].shape[-1]
         if sel.shape != (b, g, g):
-            raise RuntimeError(f"{type(self).__name__}.rule returned shape {sel.shape}, expected {(b, g, g)}")
+            raise RuntimeError(f"{type(self).__name__}.rule returned shape {sel.shape}, "
+                               f"expected {(b, g, g)}")
         return unbatch(sel.reshape(b, g * g).astype(np.int8), single)
 
     def state(self) -> dict[str, Any]:
@@ -131,7 +133,8 @@ class CellRuleAgent(Agent):
         """Restore what :meth:`state` returned."""
 
     def save(self, path: str | Path) -> Path:
-        return write_manifest(path, self.name, params=dataclasses.asdict(self.params), state=self.state())
+        return write_manifest(path, self.name, params=dataclasses.asdict(self.params),
+                              state=self.state())
 
     @classmethod
     def load(cls, path: str | Path) -> CellRuleAgent:

@@ -103,8 +103,9 @@ class SB3Agent(Agent):
 
     is_learner = True
 
-    def __init__(self, algo: str = "ppo", features_dim: int = 256, policy_kwargs: dict[str, Any] | None = None,
-                 seed: int = 0, device: str = "cpu", verbose: int = 0, **algo_kwargs: Any) -> None:
+    def __init__(self, algo: str = "ppo", features_dim: int = 256,
+                 policy_kwargs: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu",
+                 verbose: int = 0, **algo_kwargs: Any) -> None:
         algos = sb3_algorithms()
         key = algo.lower()
         if key not in algos:
@@ -128,7 +129,8 @@ class SB3Agent(Agent):
         check_dict_space(env.observation_space, f"{self.name}.learn")
         if self.action_form == "binary":
             if not isinstance(env.action_space, spaces.MultiBinary):
-                raise ValueError(f"{self.name}: expected the env's MultiBinary action space, got {env.action_space}")
+                raise ValueError(f"{self.name}: expected the env's MultiBinary action space, "
+                                 f"got {env.action_space}")
             return env
         if isinstance(env.action_space, spaces.Box):
             return env
@@ -139,8 +141,8 @@ class SB3Agent(Agent):
     def _new_model(self, env: Any) -> BaseAlgorithm:
         pk = {"features_extractor_class": MapFeaturesExtractor,
               "features_extractor_kwargs": {"features_dim": self.features_dim}, **self.policy_kwargs}
-        return self.algo_cls("MultiInputPolicy", env, policy_kwargs=pk, seed=self.seed, device=self.device,
-                             verbose=self.verbose, **self.algo_kwargs)
+        return self.algo_cls("MultiInputPolicy", env, policy_kwargs=pk, seed=self.seed,
+                             device=self.device, verbose=self.verbose, **self.algo_kwargs)
 
     # ------------------------------------------------------------------ interface
     def learn(self, env: Any, total_steps: int, callback: Callback | None = None) -> dict[str, Any]:
@@ -153,7 +155,8 @@ class SB3Agent(Agent):
         else:
             self.model.set_env(env)
             reset = False
-        every = (self.model.n_steps * self.model.n_envs if isinstance(self.model, OnPolicyAlgorithm) else 64)
+        on_policy = isinstance(self.model, OnPolicyAlgorithm)
+        every = self.model.n_steps * self.model.n_envs if on_policy else 64
         before = len(self.history)
         self.model.learn(total_timesteps=total_steps, callback=_HistoryCallback(self, every, callback),
                          reset_num_timesteps=reset)

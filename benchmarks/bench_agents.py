@@ -14,13 +14,13 @@ precision at equal coverage, on SynthRef with the real ``l2l/PseudoLabel-v0`` en
    steps under ``l2l``'s deterministic selection; for every visited state the benchmark records
    the observation and which cells' teacher labels are right (a diagnostic read of the env's
    ground truth; nothing learns from it). On these shared states it compares selectors at the same
-   coverage: ``l2l``'s per-cell probabilities thresholded at the quantile that gives coverage
+   coverage: ``l2l``'s per-cell logits thresholded at the quantile that gives coverage
    ``c``; ``threshold`` swept over ``tau``; ``agreement`` swept over ``(tau, prior_tau)`` (its best
    precision among settings with coverage >= ``c``).
 
 Writes ``<out>.json`` and ``<out>.md`` (command, machine, settings, tables).
 
-    python benchmarks/bench_agents.py [--steps 1536] [--grid 32] [--warmup-steps 300]
+    python benchmarks/bench_agents.py [--steps 1024] [--grid 32] [--warmup-steps 300]
         [--out benchmarks/agents_results]
 """
 
@@ -55,7 +55,7 @@ COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 class BenchConfig:
     """Settings of one benchmark run (written into the results)."""
 
-    steps: int = 1536
+    steps: int = 1024
     """Env steps per agent (closed loop)."""
     window: int = 128
     """Steps per reward window."""
@@ -68,7 +68,7 @@ class BenchConfig:
     seed: int = 0
     threads: int = 2
     cache_dir: str | None = None
-    l2l: dict[str, Any] = field(default_factory=lambda: {"n_steps": 64, "minibatch_size": 32})
+    l2l: dict[str, Any] = field(default_factory=lambda: {"n_steps": 32, "minibatch_size": 32})
     env: dict[str, Any] = field(default_factory=dict)
     """Extra env config keys."""
 
@@ -213,19 +213,19 @@ def best_at(points: list[dict[str, float]], c: float) -> float:
 
 
 def equal_coverage(agent: agents.L2LAgent, batch: dict[str, np.ndarray], right: np.ndarray) -> dict[str, Any]:
-    probs = agent.probabilities(batch)
-    det_cov, det_prec = quality(probs > 0.5, right)
+    scores = agent.logits(batch)  # ranks cells even where probabilities saturate
+    det_cov, det_prec = quality(scores > 0.0, right)
     taus = [float(t) for t in np.round(np.linspace(0.5, 0.995, 100), 4)]
     th = sweep("threshold", [{"tau": t} for t in taus], batch, right)
     ag = sweep("agreement", [{"tau": t, "prior_tau": p} for t in taus[::4] for p in taus[::4]], batch, right)
-    flat = np.sort(probs.ravel())[::-1]
+    flat = np.sort(scores.ravel())[::-1]
     rows = []
     for c in sorted({*COVERAGES, round(det_cov, 3)}):
         if c <= 0:
             continue
         k = max(1, int(round(c * flat.size)))
         cut = flat[k - 1]
-        cov, prec = quality(probs >= cut, right)
+        cov, prec = quality(scores >= cut, right)
         rows.append({"coverage": c, "l2l_coverage": cov, "l2l": prec, "threshold": best_at(th, cov),
                      "agreement": best_at(ag, cov), "all": quality(np.ones_like(right, bool), right)[1]})
     defaults = {n: dict(zip(("coverage", "precision"), quality(agents.make(n).act(batch).astype(bool), right)))
@@ -256,7 +256,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", "l2l reward by window: " + ", ".join(f"{x:.4f}" for x in l2l["reward_windows"]), "",
               "## Precision at equal coverage (shared states)", "",
               f"{res['equal_coverage']['states']} states visited after l2l's run. l2l: its per-cell "
-              "probabilities cut at the quantile giving the coverage; threshold / agreement: best "
+              "logits cut at the quantile giving the coverage; threshold / agreement: best "
               "precision over their swept thresholds with at least that coverage.", "",
               "| coverage | l2l | threshold | agreement | all (no selection) |", "|---|---|---|---|---|"]
     for row in res["equal_coverage"]["table"]:

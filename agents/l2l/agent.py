@@ -49,7 +49,8 @@ class L2LAgent(Agent):
             fields = {f.name for f in dataclasses.fields(ppo.L2LConfig)}
             unknown = sorted(set(kwargs) - fields)
             if unknown:
-                raise TypeError(f"agent 'l2l': unknown parameter(s) {unknown}; expected some of {sorted(fields)}")
+                raise TypeError(f"agent 'l2l': unknown parameter(s) {unknown}; "
+                                f"expected some of {sorted(fields)}")
             config = ppo.L2LConfig(**kwargs)
         self.config = config
         self.device = _device(config.device)
@@ -76,13 +77,18 @@ class L2LAgent(Agent):
         return self.net if self.net is not None else self.build(ObsLayout.from_obs(batch))
 
     # ------------------------------------------------------------------ acting
-    def probabilities(self, obs: Obs) -> np.ndarray:
-        """Per-cell selection probabilities, ``(G*G,)`` or ``(B, G*G)`` float32."""
+    def logits(self, obs: Obs) -> np.ndarray:
+        """Per-cell selection logits, ``(G*G,)`` or ``(B, G*G)`` float32 (they rank cells even
+        where the probabilities saturate at 0 or 1)."""
         batch, single = as_batch(obs)
         net = self._net_for(batch)
         with torch.no_grad():
             logits = net(*net.layout.tensors(batch, self.device))[0]
-        return unbatch(torch.sigmoid(logits).cpu().numpy().astype(np.float32), single)
+        return unbatch(logits.cpu().numpy().astype(np.float32), single)
+
+    def probabilities(self, obs: Obs) -> np.ndarray:
+        """Per-cell selection probabilities, ``(G*G,)`` or ``(B, G*G)`` float32."""
+        return (1.0 / (1.0 + np.exp(-self.logits(obs).astype(np.float64)))).astype(np.float32)
 
     def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:
         probs = self.probabilities(obs)
@@ -131,7 +137,8 @@ class L2LAgent(Agent):
         if device is not None:
             cfg["device"] = device
         agent = cls(ppo.L2LConfig(**cfg))
-        layout = ObsLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["layout"].items()})
+        layout = ObsLayout(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in data["layout"].items()})
         agent.build(layout)
         blob = torch.load(Path(path) / WEIGHTS, map_location=agent.device, weights_only=False)
         assert agent.net is not None and agent.optimizer is not None

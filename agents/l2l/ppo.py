@@ -42,16 +42,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from agents.l2l.policy import ObsLayout, SelectorNet
+from agents.l2l.policy import SelectorNet
 from agents.obs import as_batch
 
 
@@ -162,8 +161,8 @@ def mix_advantages(adv: np.ndarray, cell_adv: np.ndarray | None, valid: np.ndarr
 
 # ----------------------------------------------------------------------------- loss
 
-def ppo_loss(logits: torch.Tensor, values: torch.Tensor, cell_values: torch.Tensor, actions: torch.Tensor,
-             old_logp: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor,
+def ppo_loss(logits: torch.Tensor, values: torch.Tensor, cell_values: torch.Tensor,
+             actions: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor,
              cell_targets: torch.Tensor | None, weights: torch.Tensor, cfg: L2LConfig
              ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped per-cell PPO loss of one minibatch (see the module docstring).
@@ -191,8 +190,10 @@ def ppo_loss(logits: torch.Tensor, values: torch.Tensor, cell_values: torch.Tens
 
 # ----------------------------------------------------------------------------- env driving
 
-def _info_array(info: dict[str, Any], key: str, n: int, vector: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(values (n, ...), present (n,))`` of ``info[key]`` for a single or vector env; None if absent."""
+def _info_array(info: dict[str, Any], key: str, n: int, vector: bool
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(values (n, ...), present (n,))`` of ``info[key]`` for a single or vector env;
+    None if absent."""
     if key not in info:
         return None
     if not vector:
@@ -263,7 +264,8 @@ class EnvDriver:
             next_obs = as_batch(self.env.reset()[0])[0]
         elif self.vector and self.mode == AutoresetMode.DISABLED and done.any():
             next_obs = as_batch(self.env.reset(options={"reset_mask": done})[0])[0]
-        self.state.reset_next = done & valid if self.mode == AutoresetMode.NEXT_STEP else np.zeros(self.n, bool)
+        next_step_mode = self.mode == AutoresetMode.NEXT_STEP
+        self.state.reset_next = done & valid if next_step_mode else np.zeros(self.n, bool)
         self.state.obs = next_obs
         out: dict[str, Any] = {"reward": reward, "raw_reward": raw_reward, "done": done, "valid": valid}
         for key in ("cell_rewards", "coverage", "pl_precision"):
@@ -280,8 +282,8 @@ def _valid_mean(x: np.ndarray, mask: np.ndarray) -> float:
 
 def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_steps: int,
           cfg: L2LConfig, state: RolloutState, gen: torch.Generator, rng: np.random.Generator,
-          history: list[dict[str, Any]], callback: Callable[[dict[str, Any]], bool | None] | None = None,
-          writer: Any | None = None) -> dict[str, Any]:
+          history: list[dict[str, Any]],
+          callback: Callable[[dict[str, Any]], bool | None] | None = None, writer: Any | None = None) -> dict[str, Any]:
     """Run PPO updates until ``total_steps`` more env steps are done (rounded up to whole rollouts).
 
     :param state: carried between calls (the env's current observation).
@@ -339,7 +341,8 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
         state.env_steps += cfg.n_steps * n
         valid = np.stack(valids)
         rewards, values, done_arr = np.stack(rews), np.stack(vals), np.stack(dones)
-        adv, returns = compute_gae(rewards, values, done_arr, value_fn(driver.obs), cfg.gamma, cfg.gae_lambda)
+        adv, returns = compute_gae(rewards, values, done_arr, value_fn(driver.obs),
+                                   cfg.gamma, cfg.gae_lambda)
         c_cells = acts[0].shape[1]
         cell_targets = cell_adv = None
         if all(c is not None for c in cells):

@@ -1,0 +1,492 @@
+"""The stages of one full semi-supervised run, resumable at any point.
+
+    data + priors -> setup (env or labeled bank, segmenter, text features) -> supervised warm-up
+    -> self-evolving loop (agent + env + coupled segmenter, in checkpointed chunks)
+    -> final checkpoint -> evaluation on every eval split -> results.json
+
+Exact resume. Everything that decides what the run computes is either rebuilt identically (data,
+priors, the env's banks, the phrase features, which are all encoded once up front in a fixed order
+so that their batching never depends on where a run stopped) or restored from the checkpoint:
+the segmenter (weights, optimiser, schedule, EMA teacher, its RNG), the env (position, RNGs,
+pending selections), the agent (weights, optimiser, RNGs), the runner's counters and statistics,
+and the process-global RNGs. Chunks end at multiples of the env's ``update_interval`` (fresh
+predictions) and of the agent's rollout length (whole learning updates), so a resumed run takes
+exactly the steps the uninterrupted one takes.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import os
+import resource
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from experiments import distributed as D
+from experiments.checkpoint import (agent_root, checkpoint_path, load_checkpoint, prune_agents,
+                                    rng_state, save_agent, save_agent_dir, save_checkpoint,
+                                    set_rng_state)
+from experiments.config import RunConfig, differences
+from experiments.logs import RunLogger, eval_panels, selection_panels, tb_dir
+from experiments.recorder import PseudoLabelStats, StepRecorder
+from experiments.report import METRIC_KEYS, write_json
+
+KILL_ENV = "L2L_RUN_KILL_AT_STEP"
+"""Testing hook: SIGKILL this process when the loop reaches this many env steps (mid-chunk)."""
+TEXT_BATCH = 1024
+
+
+class Runner:
+    """One run of ``cfg``; :meth:`run` executes (or resumes) it and returns the results dict.
+
+    :param config_dict: the resolved config (``experiments.config.resolved_dict``).
+    :param resume: continue from ``OUT/checkpoint.pt`` when it exists.
+    :param ctx: the distributed context (single process by default).
+    :param device: this process's torch device.
+    """
+
+    def __init__(self, cfg: RunConfig, config_dict: dict[str, Any], *, resume: bool = False,
+                 ctx: D.DistContext | None = None, device: str | None = None) -> None:
+        self.cfg = cfg
+        self.config_dict = config_dict
+        self.resolved = config_dict["resolved"]
+        self.out = Path(self.resolved["out"])
+        self.ctx = ctx or D.DistContext()
+        self.device = device or cfg.device
+        self.progress = bool(cfg.progress) and self.ctx.is_main
+        self.ckpt_file = checkpoint_path(self.out, self.ctx.rank)
+        self.state: dict[str, Any] = {}
+        if resume and self.ckpt_file.exists():
+            self.state = load_checkpoint(self.ckpt_file)
+            diff = differences(self.state["config"], config_dict)
+            if diff:
+                raise ValueError(f"{self.out}: the checkpoint was made with another config "
+                                 f"(differs in {diff}); resume with the same settings or choose "
+                                 f"another --out")
+        self.timing: dict[str, float] = dict(self.state.get("timing", {}))
+        self.env: Any = None
+        self.recorder: StepRecorder | None = None
+        self.segmenter: Any = None
+        self.bank: Any = None
+        self.agent: Any = None
+        self.stats = PseudoLabelStats()
+        self.logger: RunLogger | None = None
+        self.phrases: list[str] = []
+        self.eval_samples: dict[str, Any] = {}
+        self.data_info: dict[str, Any] = {}
+        self.train_table: Any = None
+        self.rollout_counters: dict[str, int] = {"env_steps": 0, "updates": 0}
+        self.dist_info: dict[str, Any] | None = None
+        self._prepared = False
+        self._t_wall = time.perf_counter()
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def timed(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"{name}_s"
+            self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - t0
+
+    @property
+    def semi(self) -> bool:
+        return self.resolved["mode"] == "semi-supervised"
+
+    def env_config(self):
+        from l2l_env.config import make_config
+
+        env = copy.deepcopy(self.resolved["env"])
+        env["device"] = self.device
+        env["segmenter"] = {**env["segmenter"], "device": self.device}
+        return make_config(env)
+
+    def save(self, stage: str, **extra: Any) -> None:
+        state = {"stage": stage, "config": self.config_dict, "timing": dict(self.timing),
+                 "rng": rng_state(), **extra}
+        save_checkpoint(self.ckpt_file, state)
+        self.state = state
+
+    # ------------------------------------------------------------------ stages
+    def open_logger(self, name: str, purge_step: int | None) -> None:
+        """TensorBoard writer of one stage (``OUT/tb/<name>``: warmup, loop, eval); on resume the
+        interrupted run's events from ``purge_step`` on are dropped."""
+        if self.logger is not None:
+            self.logger.close()
+        self.logger = RunLogger(tb_dir(self.out) / name, enabled=self.ctx.is_main, purge_step=purge_step)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.get("stage") == "done" and (
+            (self.out / "results.json").is_file() or not self.ctx.is_main)
+
+    def prepare(self) -> None:
+        """Data, priors, env/bank, segmenter and phrase features: everything that can fail on a bad
+        data root or a corrupt cache, before any long work."""
+        if self._prepared or self.finished:
+            return
+        self._t_wall = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        env_cfg = self.env_config()
+        with self.timed("data_priors"):
+            self.prepare_data(env_cfg)
+        with self.timed("setup"):
+            self.setup(env_cfg)
+        self._prepared = True
+
+    def run(self) -> dict[str, Any]:
+        """Run (or continue) every remaining stage; returns the results."""
+        results_file = self.out / "results.json"
+        if self.finished:
+            return json.loads(results_file.read_text()) if results_file.is_file() else {}
+        stage = self.state.get("stage", "start")
+        self.prepare()
+        if self.state:
+            self.timing["resumes"] = self.timing.get("resumes", 0) + 1
+        if self.ctx.is_main:
+            write_json(self.out / "config.json", self.config_dict)
+        t_wall = self._t_wall
+        try:
+            if stage == "eval":
+                self.segmenter.load_state_dict(self.state["segmenter"])
+                self.stats = PseudoLabelStats.from_state(self.state["stats"])
+                self.dist_info = self.state.get("dist_info")
+            else:
+                if stage in ("start", "warmup"):
+                    self.open_logger("warmup", self.state.get("warmup_done") if stage == "warmup" else None)
+                    with self.timed("warmup"):
+                        self.warm_up()
+                    if self.semi:
+                        self.install_start()
+                else:
+                    self.restore_loop()
+                if self.semi:
+                    self.open_logger("loop", self.state.get("loop_done") or None)
+                    with self.timed("loop"):
+                        self.loop()
+                self.finish_training()
+            set_rng_state(self.state["rng"])
+            self.open_logger("eval", 0 if stage == "eval" else None)
+            results = self.evaluate(t_wall)
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+        return results
+
+    def prepare_data(self, env_cfg) -> None:
+        """Load every split's table and compute (or read from the cache) its priors; collect the
+        phrases for the text-feature cache. Errors here come before any long work."""
+        from l2l_env.data import RefSplit, load_table
+        from l2l_env.priors import load_priors
+
+        data_root = env_cfg.data_root if env_cfg.data_root or env_cfg.dataset != "synthref" else env_cfg.cache_dir
+        splits = ["train"] + list(self.resolved["eval_splits"])
+        phrases: set[str] = set()
+        for split in tqdm(splits, desc="data + priors", disable=not self.progress, leave=False):
+            table = load_table(env_cfg.dataset, split, data_root=data_root, **env_cfg.data_options)
+            load_priors(env_cfg.dataset, split, RefSplit(table, "per_sentence"), env_cfg.prior_provider,
+                        cache_dir=env_cfg.cache_dir, progress=self.progress, **env_cfg.prior_options)
+            phrases.update(text for ref in table.refs for _, text in ref.sentences)
+            self.data_info[f"{split}_sentences"] = table.num_sentences()
+            if split == "train":
+                self.train_table = table
+        self.phrases = sorted(phrases)
+
+    def setup(self, env_cfg) -> None:
+        """Build the env (semi-supervised) or the labeled bank and segmenter (fully supervised),
+        shard and wrap for DDP, and encode every phrase once."""
+        if self.semi:
+            import gymnasium as gym
+
+            import l2l_env
+
+            env = gym.make(l2l_env.ENV_ID, **env_cfg.to_dict())
+            u = env.unwrapped
+            self.data_info["shard"] = D.shard_unlabeled(u, self.ctx)
+            self.segmenter = u.segmenter
+            self.bank = u.labeled
+            self.recorder = StepRecorder(env, keep_actions=max(1, self.cfg.log_images))
+            self.env = env
+            self.data_info.update(labeled_samples=len(u.labeled), probe_samples=len(u.probe),
+                                  unlabeled_samples=len(u.unlabeled),
+                                  labeled_images=len(u.label_split.labeled),
+                                  unlabeled_images=len(u.label_split.unlabeled))
+        else:
+            from l2l_env.bank import build_bank
+            from l2l_env.data import RefSplit
+            from l2l_env.priors import load_priors
+            from segmenter import Segmenter, SegmenterConfig
+
+            self.segmenter = Segmenter(SegmenterConfig.from_dict(env_cfg.segmenter))
+            priors = load_priors(env_cfg.dataset, "train", RefSplit(self.train_table, "per_sentence"),
+                                 env_cfg.prior_provider, cache_dir=env_cfg.cache_dir, **env_cfg.prior_options)
+            self.bank = build_bank(self.train_table, priors, self.segmenter.config.image_size,
+                                   env_cfg.grid_size, proposal=env_cfg.proposal)
+            self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
+        self.train_table = None
+        D.wrap_segmenter(self.segmenter, self.ctx)
+        seg = self.segmenter
+        if seg.config.use_text and seg.config.freeze_text:
+            for start in range(0, len(self.phrases), TEXT_BATCH):
+                seg.text_features(self.phrases[start:start + TEXT_BATCH])
+
+    # ------------------------------------------------------------------ warm-up
+    def warm_up(self) -> None:
+        """Supervised steps on the labeled bank, in checkpointed pieces of ``checkpoint_every``."""
+        from segmenter import fit
+
+        total = int(self.resolved["warmup_steps"])
+        seg, bank = self.segmenter, self.bank
+        if self.state.get("stage") == "warmup":
+            seg.load_state_dict(self.state["segmenter"])
+            set_rng_state(self.state["rng"])
+        done = int(self.state.get("warmup_done", 0))
+        if total == 0:
+            return
+        targets = bank.masks.astype(np.float32)
+        batch = max(1, min(self.cfg.warmup_batch, len(bank)))
+        piece = self.cfg.checkpoint_every or total
+        bar = tqdm(total=total, initial=done, desc="warm-up", disable=not self.progress)
+        try:
+            while done < total:
+                n = min(piece, total - done)
+                res = fit(seg, bank.images, bank.priors, bank.phrases, targets, steps=n,
+                          batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=0,
+                          progress=False, desc="warm-up")
+                done += res.steps
+                bar.update(res.steps)
+                last = res.history[-1] if res.history else {}
+                self.logger.scalars("warmup", {k: v for k, v in last.items() if k != "step"}, done)
+                self.save("warmup", segmenter=seg.state_dict(), warmup_done=done)
+        finally:
+            bar.close()
+        self.quick_eval(step=0, tag="warmup")
+
+    def install_start(self) -> None:
+        """Make the warmed-up segmenter the env's start of run (what ``reset(seed=...)`` restores),
+        reset the env with the run's seed, and checkpoint the start of the loop."""
+        env, u = self.env, self.env.unwrapped
+        warmed = copy.deepcopy(self.segmenter.state_dict())
+        env.reset(seed=self.cfg.seed)
+        self.segmenter.load_state_dict(warmed)
+        state = u.state_dict()
+        state["initial_state"] = warmed
+        u.load_state_dict(state)
+        self.agent = self.make_agent()
+        self.recorder.total_steps = 0
+        self.stats = PseudoLabelStats()
+        self.checkpoint_loop(0, {"env_steps": 0, "updates": 0})
+
+    def restore_loop(self) -> None:
+        import agents
+
+        st = self.state
+        self.env.reset(seed=self.cfg.seed)  # arms the wrappers; the state below replaces it all
+        self.env.unwrapped.load_state_dict(st["env"])
+        self.agent = agents.load(st["agent_dir"]) if st.get("agent_dir") else self.make_agent()
+        self.stats = PseudoLabelStats.from_state(st["stats"])
+        self.recorder.total_steps = int(st["loop_done"])
+        self.rollout_counters = dict(st["rollout"])
+        set_rng_state(st["rng"])
+
+    def make_agent(self):
+        import agents
+
+        return agents.make(self.cfg.agent, **self.resolved["agent_kwargs"])
+
+    # ------------------------------------------------------------------ loop
+    def checkpoint_loop(self, done: int, rollout: dict[str, int]) -> None:
+        root = agent_root(self.out, self.ctx.rank)
+        agent_dir = save_agent(self.agent, root, done) if _savable(self.agent) else None
+        self.rollout_counters = dict(rollout)
+        self.save("loop", env=self.env.unwrapped.state_dict(), agent_dir=agent_dir, loop_done=done,
+                  rollout=dict(rollout), stats=self.stats.state_dict())
+        if agent_dir is not None:
+            prune_agents(root, agent_dir)
+
+    def _attach(self) -> None:
+        """Point a learner's carried rollout state at the env's current state, so ``learn``
+        continues the run instead of resetting it (the same on a fresh and a resumed run)."""
+        rollout = getattr(self.agent, "_rollout", None)
+        if rollout is None:
+            return
+        from agents.obs import as_batch
+
+        rollout.env = self.recorder
+        rollout.obs = as_batch(self.env.unwrapped.current_observation())[0]
+        rollout.reset_next = np.zeros(1, dtype=bool)
+        rollout.env_steps = int(self.rollout_counters.get("env_steps", 0))
+        rollout.updates = int(self.rollout_counters.get("updates", 0))
+
+    def _rollout_counters(self) -> dict[str, int]:
+        rollout = getattr(self.agent, "_rollout", None)
+        if rollout is None:
+            return {"env_steps": self.recorder.total_steps, "updates": 0}
+        return {"env_steps": int(rollout.env_steps), "updates": int(rollout.updates)}
+
+    def loop(self) -> None:
+        total = int(self.resolved["loop_steps"])
+        chunk = int(self.resolved["chunk_steps"])
+        done = int(self.state.get("loop_done", 0))
+        kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+        bar = tqdm(total=total, initial=done, desc=f"self-evolving loop ({self.cfg.agent})",
+                   disable=not self.progress)
+
+        def on_step(step: int) -> None:
+            bar.update(1)
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        self.recorder.on_step = on_step
+        eval_every = self.cfg.eval_every
+        try:
+            while done < total:
+                n = min(chunk, total - done)
+                self.run_chunk(n)
+                records = self.recorder.drain()
+                self.log_windows(records, done)
+                point = self.stats.add(records)
+                done += n
+                bar.set_postfix(cov=f"{point.get('coverage', 0):.2f}",
+                                prec=f"{point.get('pl_precision', 0):.2f}", refresh=False)
+                if eval_every and self.ctx.is_main and (done // eval_every) > ((done - n) // eval_every):
+                    self.quick_eval(step=done, tag="loop")
+                self.checkpoint_loop(done, self._rollout_counters())
+        finally:
+            bar.close()
+            self.recorder.on_step = None
+
+    def run_chunk(self, n: int) -> None:
+        agent, rec = self.agent, self.recorder
+        if getattr(agent, "is_learner", False):
+            self._attach()
+            kwargs: dict[str, Any] = {"callback": self._agent_callback}
+            if "writer" in inspect.signature(agent.learn).parameters and self.logger.writer is not None:
+                kwargs["writer"] = self.logger.writer
+            agent.learn(rec, n, **kwargs)
+            return
+        obs = self.env.unwrapped.current_observation()
+        for _ in range(n):
+            obs, _, terminated, truncated, _ = rec.step(agent.act(obs, deterministic=True))
+            if terminated or truncated:
+                obs, _ = rec.reset()
+
+    def _agent_callback(self, agent: Any, record: dict[str, Any]) -> bool:
+        if self.cfg.agent != "l2l":  # l2l writes its own records to the writer
+            self.logger.scalars("agent", record, int(record.get("env_steps", self.recorder.total_steps)))
+        return True
+
+    def log_windows(self, records: list[dict[str, float]], start: int) -> None:
+        """TensorBoard scalars per window of ``update_interval`` steps."""
+        if self.logger.writer is None or not records:
+            return
+        k = int(self.resolved["env"]["update_interval"])
+        for i in range(0, len(records), k):
+            window = records[i:i + k]
+            keys = {key for r in window for key in r if key != "updated"}
+            means = {key: float(np.mean([r[key] for r in window if key in r])) for key in keys}
+            self.logger.scalars("loop", means, start + i + len(window))
+
+    # ------------------------------------------------------------------ end
+    def finish_training(self) -> None:
+        """Equalise batch-norm buffers across ranks, save the final segmenter and agent, and
+        checkpoint the start of evaluation."""
+        seg = self.segmenter
+        D.sync_buffers(seg, self.ctx)
+        digests = D.gather(D.parameter_digest(seg.model), self.ctx)
+        shards = D.gather(self.data_info.get("shard", {}), self.ctx)
+        self.dist_info = {"world_size": self.ctx.world_size, "backend": self.ctx.backend,
+                          "param_digests": digests, "in_sync": len(set(digests)) == 1,
+                          "shards": shards} if self.ctx.enabled else None
+        if self.ctx.is_main:
+            seg.save(self.out / "segmenter.pt")
+            if _savable(self.agent):
+                save_agent_dir(self.agent, self.out / "agent")
+        self.save("eval", segmenter=seg.state_dict(), stats=self.stats.state_dict(),
+                  loop_done=self.stats.steps, dist_info=self.dist_info)
+        if self.ctx.is_main:
+            prune_agents(agent_root(self.out, self.ctx.rank), None)
+
+    def quick_eval(self, step: int, tag: str) -> None:
+        """A fast evaluation on ``eval_subset`` samples of the first eval split, with pictures."""
+        if not self.ctx.is_main or self.logger.writer is None:
+            return
+        from l2l_env.evaluation import evaluate_segmenter
+
+        split = self.resolved["eval_splits"][0]
+        m = evaluate_segmenter(self.segmenter, self.env_config(), split, batch_size=self.cfg.eval_batch,
+                               max_samples=self.cfg.eval_subset)
+        self.logger.scalars(f"eval_quick/{split}", {k: m[k] for k in METRIC_KEYS}, step)
+        self.log_images(step)
+
+    def log_images(self, step: int) -> None:
+        n = self.cfg.log_images
+        if not n or self.logger.writer is None:
+            return
+        if self.semi and self.recorder is not None and self.recorder.recent:
+            bank = self.env.unwrapped.unlabeled
+            index = {sid: i for i, sid in enumerate(bank.sample_ids)}
+            recent = [(index[s], a) for s, a in self.recorder.recent if s in index][-n:]
+            if recent:
+                pic = selection_panels(self.segmenter, bank, [r for r, _ in recent],
+                                       [a for _, a in recent], self.env.unwrapped.grid_size)
+                self.logger.image("samples/unlabeled_selection", pic, step)
+        bank = self.bank
+        rows = list(range(min(n, len(bank))))
+        pic = eval_panels(self.segmenter, bank.images[rows], bank.priors[rows],
+                          [bank.phrases[r] for r in rows], bank.masks[rows])
+        self.logger.image("samples/labeled", pic, step)
+
+    def evaluate(self, t_wall: float) -> dict[str, Any]:
+        from l2l_env.evaluation import evaluate_segmenter
+
+        metrics: dict[str, dict[str, float]] = {}
+        step = int(self.resolved["loop_steps"])
+        if self.ctx.is_main:
+            with self.timed("eval"):
+                splits = self.resolved["eval_splits"]
+                for split in tqdm(splits, desc="evaluation", disable=not self.progress, leave=False):
+                    m = evaluate_segmenter(self.segmenter, self.env_config(), split,
+                                           batch_size=self.cfg.eval_batch)
+                    metrics[split] = {k: float(v) for k, v in m.items()}
+                    self.logger.scalars(f"eval/{split}", metrics[split], step)
+                self.log_images(step)
+        D.barrier(self.ctx)
+        self.timing["wall_s_this_process"] = time.perf_counter() - t_wall
+        steps = self.stats.steps
+        loop_s = self.timing.get("loop_s", 0.0)
+        timing = dict(self.timing)
+        timing["total_s"] = sum(v for k, v in self.timing.items() if k.endswith("_s")
+                                and k not in ("wall_s_this_process", "total_s"))
+        if steps:
+            timing["loop_s_per_1000_samples"] = 1000.0 * loop_s / steps
+        timing["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        results = {"config": self.config_dict, "metrics": metrics,
+                   "pseudo_labels": self.stats.summary(), "timing": timing, "data": self.data_info}
+        dist_info = getattr(self, "dist_info", None) or self.state.get("dist_info")
+        if dist_info:
+            results["distributed"] = dist_info
+        if self.ctx.is_main:
+            write_json(self.out / "results.json", results)
+        self.save("done", stats=self.stats.state_dict(), loop_done=steps)
+        return results
+
+
+def _savable(agent: Any) -> bool:
+    """Learners can be saved once they have a network (after their first chunk of learning)."""
+    if agent is None:
+        return False
+    net = getattr(agent, "net", 0)
+    model = getattr(agent, "model", 0)
+    return net is not None and model is not None
