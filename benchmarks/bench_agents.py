@@ -20,7 +20,7 @@ precision at equal coverage, on SynthRef with the real ``l2l/PseudoLabel-v0`` en
 
 Writes ``<out>.json`` and ``<out>.md`` (command, machine, settings, tables).
 
-    python benchmarks/bench_agents.py [--steps 1024] [--grid 32] [--warmup-steps 300]
+    python benchmarks/bench_agents.py [--steps 768] [--grid 32] [--warmup-steps 300]
         [--out benchmarks/agents_results]
 """
 
@@ -55,7 +55,7 @@ COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 class BenchConfig:
     """Settings of one benchmark run (written into the results)."""
 
-    steps: int = 1024
+    steps: int = 768
     """Env steps per agent (closed loop)."""
     window: int = 128
     """Steps per reward window."""
@@ -99,7 +99,8 @@ class InfoRecorder(gym.Wrapper):
 # ----------------------------------------------------------------------------- env
 
 def build_envs(cfg: BenchConfig) -> tuple[gym.Env, gym.Env, dict[str, Any]]:
-    """``(teacher-label env, prior-label env, warm-up facts)``, both from the same warmed-up segmenter."""
+    """``(teacher-label env, prior-label env, warm-up facts)``, both from the same warmed-up
+    segmenter."""
     kwargs = cfg.env_kwargs()
     root = cache_dir(cfg.cache_dir) / "bench_agents"
     ckpt = root / f"warmup-{config_key({**kwargs, 'warmup_steps': cfg.warmup_steps})}.pt"
@@ -175,7 +176,8 @@ def run_l2l(env: gym.Env, cfg: BenchConfig) -> tuple[agents.L2LAgent, dict[str, 
 
 # ----------------------------------------------------------------------------- equal coverage
 
-def collect_states(agent: agents.L2LAgent, rec: InfoRecorder, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def collect_states(agent: agents.L2LAgent, rec: InfoRecorder, n: int
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``n`` states of the env going on under ``agent``'s deterministic selection, and the
     per-cell label correctness of each."""
     obs = agent._rollout.obs  # the observation the learner stopped at
@@ -208,27 +210,59 @@ def sweep(name: str, grid: list[dict[str, float]], batch: dict[str, np.ndarray],
 
 def best_at(points: list[dict[str, float]], c: float) -> float:
     """Best precision among settings whose coverage is at least ``c`` (NaN if none reaches it)."""
-    ok = [p["precision"] for p in points if p["coverage"] >= c - 1e-9 and np.isfinite(p["precision"])]
+    ok = [p["precision"] for p in points
+          if p["coverage"] >= c - 1e-9 and np.isfinite(p["precision"])]
     return max(ok) if ok else float("nan")
 
 
-def equal_coverage(agent: agents.L2LAgent, batch: dict[str, np.ndarray], right: np.ndarray) -> dict[str, Any]:
+def reward_scores(env: gym.Env, batch: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Each cell's immediate reward share were it selected, ``(N, G*G)``, from the env's own reward
+    on the observed maps (teacher labels); ``None`` for a reward that reads ground truth.
+
+    Ranking cells by it is what a perfect learner of the immediate reward would do: the ceiling of
+    what ``l2l`` can learn from that part of the reward.
+    """
+    from l2l_env.rewards import StepContext
+
+    fn = env.unwrapped.reward_fn
+    if fn.uses_ground_truth or env.unwrapped.config.label_source != "teacher":
+        return None
+    out = []
+    for i in range(len(batch["teacher"])):
+        t = batch["teacher"][i, 0].ravel()
+        ctx = StepContext(selection=np.ones(t.size, bool), labels=(t > 0.5).astype(np.float32),
+                          prior=batch["prior"][i, 0].ravel(), student=batch["student"][i, 0].ravel(),
+                          teacher=t, no_prior=bool(batch["no_prior"][i, 0] > 0.5))
+        out.append(np.asarray(fn.step(ctx).cell_rewards, np.float64))
+    return np.stack(out)
+
+
+def top_fraction(scores: np.ndarray, c: float) -> np.ndarray:
+    """Boolean selection of the ``c`` fraction of cells with the highest scores (over all states)."""
+    flat = np.sort(scores.ravel())[::-1]
+    return scores >= flat[max(1, int(round(c * flat.size))) - 1]
+
+
+def equal_coverage(agent: agents.L2LAgent, batch: dict[str, np.ndarray], right: np.ndarray,
+                   reward_cells: np.ndarray | None) -> dict[str, Any]:
     scores = agent.logits(batch)  # ranks cells even where probabilities saturate
     det_cov, det_prec = quality(scores > 0.0, right)
     taus = [float(t) for t in np.round(np.linspace(0.5, 0.995, 100), 4)]
     th = sweep("threshold", [{"tau": t} for t in taus], batch, right)
-    ag = sweep("agreement", [{"tau": t, "prior_tau": p} for t in taus[::4] for p in taus[::4]], batch, right)
-    flat = np.sort(scores.ravel())[::-1]
+    pairs = [{"tau": t, "prior_tau": p} for t in taus[::4] for p in taus[::4]]
+    ag = sweep("agreement", pairs, batch, right)
     rows = []
     for c in sorted({*COVERAGES, round(det_cov, 3)}):
         if c <= 0:
             continue
-        k = max(1, int(round(c * flat.size)))
-        cut = flat[k - 1]
-        cov, prec = quality(scores >= cut, right)
+        cov, prec = quality(top_fraction(scores, c), right)
         rows.append({"coverage": c, "l2l_coverage": cov, "l2l": prec, "threshold": best_at(th, cov),
-                     "agreement": best_at(ag, cov), "all": quality(np.ones_like(right, bool), right)[1]})
-    defaults = {n: dict(zip(("coverage", "precision"), quality(agents.make(n).act(batch).astype(bool), right)))
+                     "agreement": best_at(ag, cov),
+                     "reward_ranking": (float("nan") if reward_cells is None
+                                        else quality(top_fraction(reward_cells, cov), right)[1]),
+                     "all": quality(np.ones_like(right, bool), right)[1]})
+    defaults = {n: dict(zip(("coverage", "precision"),
+                            quality(agents.make(n).act(batch).astype(bool), right)))
                 for n in ("threshold", "agreement", "all")}
     return {"states": int(len(right)), "l2l_deterministic": {"coverage": det_cov, "precision": det_prec},
             "heuristic_defaults": defaults, "table": rows, "threshold_sweep": th, "agreement_sweep": ag}
@@ -257,11 +291,14 @@ def markdown(res: dict[str, Any]) -> str:
               "## Precision at equal coverage (shared states)", "",
               f"{res['equal_coverage']['states']} states visited after l2l's run. l2l: its per-cell "
               "logits cut at the quantile giving the coverage; threshold / agreement: best "
-              "precision over their swept thresholds with at least that coverage.", "",
-              "| coverage | l2l | threshold | agreement | all (no selection) |", "|---|---|---|---|---|"]
+              "precision over their swept thresholds with at least that coverage. Reward ranking: "
+              "the cells with the highest immediate reward the env would pay (the ceiling of what "
+              "a learner of that reward can rank; not an agent).", "",
+              "| coverage | l2l | threshold | agreement | reward ranking | all |",
+              "|---|---|---|---|---|---|"]
     for row in res["equal_coverage"]["table"]:
         lines.append(f"| {row['l2l_coverage']:.3f} | {row['l2l']:.4f} | {row['threshold']:.4f} | "
-                     f"{row['agreement']:.4f} | {row['all']:.4f} |")
+                     f"{row['agreement']:.4f} | {row['reward_ranking']:.4f} | {row['all']:.4f} |")
     d = res["equal_coverage"]["l2l_deterministic"]
     lines += ["", f"l2l's own deterministic selection (p > 0.5): coverage {d['coverage']:.3f}, "
               f"precision {d['precision']:.4f}.", ""]
@@ -274,7 +311,8 @@ def markdown(res: dict[str, Any]) -> str:
 def verdict(res: dict[str, Any]) -> str:
     l2l = res["closed_loop"]["l2l"]
     rises = l2l["reward_last_window"] > l2l["reward_first_window"]
-    rows = [r for r in res["equal_coverage"]["table"] if np.isfinite(r["threshold"]) and np.isfinite(r["agreement"])]
+    rows = [r for r in res["equal_coverage"]["table"]
+            if np.isfinite(r["threshold"]) and np.isfinite(r["agreement"])]
     wins = [r for r in rows if r["l2l"] > r["threshold"] and r["l2l"] > r["agreement"]]
     return (f"l2l reward {'rises' if rises else 'does NOT rise'} over training "
             f"({l2l['reward_first_window']:.4f} -> {l2l['reward_last_window']:.4f}). "
@@ -316,14 +354,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     closed: dict[str, Any] = {}
     for name in [n for n in a.agents.split(",") if n]:
         closed[name] = run_heuristic(name, prior_env if name == "prior" else env, cfg)
-        print(f"{name}: {json.dumps({k: v for k, v in closed[name].items() if k != 'reward_windows'})}", flush=True)
+        brief = {k: v for k, v in closed[name].items() if k != "reward_windows"}
+        print(f"{name}: {json.dumps(brief)}", flush=True)
     agent, closed["l2l"], rec = run_l2l(env, cfg)
     print(f"l2l: windows {[round(x, 4) for x in closed['l2l']['reward_windows']]}", flush=True)
     batch, right = collect_states(agent, rec, cfg.eval_states)
     res: dict[str, Any] = {
-        "command": "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": "python " + " ".join(shlex.quote(x) for x in
+                                        [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine(), "config": dataclasses.asdict(cfg), "warmup": warm,
-        "closed_loop": closed, "equal_coverage": equal_coverage(agent, batch, right)}
+        "closed_loop": closed,
+        "equal_coverage": equal_coverage(agent, batch, right, reward_scores(env, batch))}
     res["wall_s"] = time.perf_counter() - t0
     res["verdict"] = verdict(res)
     out = Path(a.out)

@@ -25,6 +25,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -93,12 +94,20 @@ def run_argv(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[s
 
 
 def execute(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[str], threads: int,
-            in_process: bool) -> dict[str, Any]:
-    """Run one cell (skipped when its results exist); returns ``{"spec", "ok", "seconds", "log"}``."""
+            in_process: bool, wait_for: tuple[Path, threading.Event] | None = None) -> dict[str, Any]:
+    """Run one cell (skipped when its results exist); returns ``{"spec", "ok", "seconds", "log"}``.
+
+    ``wait_for = (warm-up cache file, leader finished)``: first wait until the run that warms up
+    the same segmenter has written it (or ended), so the warm-up is done once.
+    """
     run_dir = out / "runs" / spec.name
     t0 = time.perf_counter()
     if (run_dir / "results.json").is_file():
         return {"spec": spec, "ok": True, "seconds": 0.0, "skipped": True}
+    if wait_for is not None:
+        cache_file, leader_done = wait_for
+        while not cache_file.is_file() and not leader_done.wait(1.0):
+            pass
     argv = run_argv(spec, out, config, overrides, threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "run.log"
@@ -123,6 +132,33 @@ def execute(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[st
     ok = code == 0 and (run_dir / "results.json").is_file()
     return {"spec": spec, "ok": ok, "seconds": time.perf_counter() - t0, "skipped": False,
             "log": str(log)}
+
+
+Waits = dict[RunSpec, tuple[Path, threading.Event]]
+
+
+def schedule(runs: Sequence[RunSpec], config: str | None, overrides: Sequence[str],
+             cache_dir: Path | None) -> tuple[list[RunSpec], Waits, dict[RunSpec, threading.Event]]:
+    """Order runs so that one run per shared warm-up (its leader) starts first; the others wait
+    for the leader's warm-up file (or its end). Returns ``(order, waits, leader events)``."""
+    events: dict[RunSpec, threading.Event] = {}
+    if cache_dir is None:
+        return list(runs), {}, events
+    leaders: dict[str, RunSpec] = {}
+    waits: Waits = {}
+    for spec in runs:
+        flags = {"label_ratio": spec.ratio, "seed": spec.seed}
+        if spec.agent != FULLY_SUPERVISED:
+            flags["agent"] = spec.agent
+        cfg = C.load_config(config, flags, list(overrides))
+        key = C.warmup_key(cfg, C.validate(cfg, check_paths=False))
+        if key not in leaders:
+            leaders[key] = spec
+            events[spec] = threading.Event()
+        else:
+            waits[spec] = (cache_dir / f"warmup-{key}.pt", events[leaders[key]])
+    first = list(leaders.values())
+    return first + [s for s in runs if s not in events], waits, events
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -292,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="parallel run processes")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores / jobs)")
     p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--warmup-cache", dest="warmup_cache",
+                   help="folder of shared warmed-up segmenters (default OUT/warmup_cache; 'none': off)")
     p.add_argument("--split", help="evaluation split of the table (default: the first)")
     p.add_argument("--no-supervised-only", dest="supervised_only", action="store_false")
     p.add_argument("--no-fully-supervised", dest="fully_supervised", action="store_false")
@@ -304,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``l2l-ablate``; returns 0 when every run succeeded."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     agent_names = args.agents or default_agents()
     out = Path(args.out)
     try:  # validate every distinct run config before starting anything
@@ -322,6 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     runs = plan(agent_names, args.ratios, args.seeds, args.supervised_only, args.fully_supervised)
     out.mkdir(parents=True, exist_ok=True)
+    overrides = list(args.overrides)
+    cache_dir = None if args.warmup_cache == "none" else Path(args.warmup_cache or out / "warmup_cache")
+    if cache_dir is not None:
+        overrides.append(f"warmup_cache={json.dumps(str(cache_dir))}")
+    args.overrides = overrides
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     failed: list[str] = []
     if not args.table_only:
@@ -336,12 +379,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(execute(spec, out, args.config, args.overrides, threads, True))
                 bar.update(1)
         else:
+            order, waits, events = schedule(runs, args.config, args.overrides, cache_dir)
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                futures = [pool.submit(execute, s, out, args.config, args.overrides, threads, False)
-                           for s in runs]
+                futures = {}
+                for spec in order:
+                    fut = pool.submit(execute, spec, out, args.config, args.overrides, threads, False,
+                                      waits.get(spec))
+                    futures[spec] = fut
+                    if spec in events:
+                        fut.add_done_callback(lambda _f, e=events[spec]: e.set())
                 results = []
-                for fut in futures:
-                    results.append(fut.result())
+                for spec in runs:
+                    results.append(futures[spec].result())
                     bar.update(1)
         bar.close()
         failed = [f"{r['spec'].name} (log: {r.get('log')})" for r in results if not r["ok"]]

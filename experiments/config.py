@@ -26,7 +26,8 @@ from typing import Any
 CONFIG_DIR = Path(__file__).with_name("configs")
 """Where the shipped configs live (``--config NAME`` finds ``NAME.toml`` here)."""
 DICT_FIELDS = ("data_options", "agent_options", "prior_options", "env", "segmenter")
-RUNTIME_KEYS = frozenset({"device", "threads", "progress", "out", "eval_batch", "log_images"})
+RUNTIME_KEYS = frozenset({"device", "threads", "progress", "out", "eval_batch", "log_images",
+                          "warmup_cache"})
 """Keys that may change when a run is resumed (they change how, not what, it computes)."""
 ENV_KEYS_SET_BY_RUN = {
     "dataset": "dataset", "data_root": "data_root", "data_options": "data_options",
@@ -50,7 +51,9 @@ class RunConfig:
     split files ``{dataset}_{pct}%_image.json`` are read from and written to it).
 
     Agent and priors: ``agent`` (a name of :func:`agents.available`, e.g. ``l2l``, ``threshold``,
-    ``sb3:ppo``), ``agent_options`` (its keyword arguments), ``prior`` (``PROVIDER/ARG``:
+    ``sb3:ppo``), ``agent_options`` (its keyword arguments; a table named after an agent holds
+    that agent's options only, e.g. ``[agent_options.l2l]``, so one config serves every agent of an
+    ablation), ``prior`` (``PROVIDER/ARG``:
     ``simulated/<preset>``, ``cache/<file>``, ``mllm/<model dir>``), ``prior_options`` (extra
     provider arguments, e.g. ``{batch_size = 4}``).
 
@@ -70,7 +73,10 @@ class RunConfig:
 
     Runtime: ``seed``, ``out`` (default ``runs/<dataset>-<agent>-<pct>pct-s<seed>``), ``device``
     (``cpu``, ``cuda``, ``cuda:1``), ``threads`` (torch CPU threads), ``cache_dir`` (data/prior
-    cache; default ``$L2L_CACHE_DIR`` or ``~/.cache/l2l``), ``progress`` (progress bars).
+    cache; default ``$L2L_CACHE_DIR`` or ``~/.cache/l2l``), ``warmup_cache`` (a folder where
+    warmed-up segmenters are kept by a hash of everything the warm-up depends on, so the runs of an
+    ablation that share a label ratio and seed warm up once; the result is the same either way),
+    ``progress`` (progress bars).
     """
 
     dataset: str = "synthref"
@@ -101,6 +107,7 @@ class RunConfig:
     device: str = "cpu"
     threads: int = 2
     cache_dir: str | None = None
+    warmup_cache: str | None = None
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +220,21 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _key_path(key: str) -> list[str]:
+    """``a.b."sb3:ppo".c`` -> ``["a", "b", "sb3:ppo", "c"]`` (TOML dotted keys; quotes optional
+    where TOML would need them)."""
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        return key.split(".")
+    path = []
+    while isinstance(node, dict) and len(node) == 1:
+        k = next(iter(node))
+        path.append(k)
+        node = node[k]
+    return path
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a=1", "env.update_interval=16"]`` -> a nested dict of settings."""
     out: dict[str, Any] = {}
@@ -221,7 +243,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"override {item!r} must be KEY=VALUE (e.g. label_ratio=0.1 or "
                              f"env.update_interval=16)")
         key, text = item.split("=", 1)
-        parts = key.strip().split(".")
+        parts = _key_path(key.strip())
         if not all(parts):
             raise ValueError(f"override {item!r}: bad key {key!r}")
         if parts[0] not in valid_keys():
@@ -324,7 +346,17 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     from agents.heuristics import CellRuleAgent
 
     cls = agents.agent_class(cfg.agent)
-    kwargs = dict(cfg.agent_options)
+
+    def names_an_agent(key: str) -> bool:
+        try:
+            agents.agent_class(key)
+            return True
+        except KeyError:
+            return False
+
+    per_agent = {k: v for k, v in cfg.agent_options.items() if isinstance(v, dict) and names_an_agent(k)}
+    kwargs = {k: v for k, v in cfg.agent_options.items() if k not in per_agent}
+    kwargs.update(copy.deepcopy(per_agent.get(cfg.agent, {})))
     if issubclass(cls, CellRuleAgent):
         accepted = {f.name for f in dataclasses.fields(cls.Params)}
     elif cls.__name__ == "L2LAgent":
@@ -525,6 +557,22 @@ def check_paths_exist(cfg: RunConfig, provider: str, prior_opts: dict[str, Any],
     problems = missing_paths(cfg, provider, prior_opts, seg_cfg)
     if problems:
         raise FileNotFoundError("; ".join(problems))
+
+
+def warmup_key(cfg: RunConfig, resolved: dict[str, Any]) -> str:
+    """A hash of everything the supervised warm-up's result depends on."""
+    from l2l_env.data.cache import config_key
+
+    env = resolved["env"]
+    seg = {k: v for k, v in resolved["segmenter"].items() if k not in ("device", "amp", "text_cache_size")}
+    parts = {
+        "data": [cfg.dataset, os.path.abspath(cfg.data_root) if cfg.data_root else None, cfg.data_options],
+        "split": [cfg.label_ratio, cfg.split_seed, os.path.abspath(cfg.split_dir) if cfg.split_dir else None],
+        "prior": [resolved["prior_provider"], resolved["prior_options"], env["proposal"]],
+        "bank": [env["probe_size"], env["grid_size"]], "segmenter": seg,
+        "warmup": [resolved["warmup_steps"], cfg.warmup_batch, cfg.seed], "version": 1,
+    }
+    return config_key(parts)
 
 
 def resolved_dict(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, Any]:

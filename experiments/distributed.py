@@ -87,6 +87,16 @@ def wrap_segmenter(segmenter: Any, ctx: DistContext) -> None:
         return plain_logits(ddp if net is model and net.training else net, images, priors, phrases)
 
     segmenter._logits = logits
+    if segmenter.config.use_text and not segmenter.config.freeze_text:
+        # The trainable text encoder runs outside the wrapped network: average its gradients by
+        # hand, tensor by tensor, as each one is accumulated (the same order on every rank).
+        def average(param: torch.Tensor) -> None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(ctx.world_size)
+
+        for param in segmenter.text_encoder.parameters():
+            if param.requires_grad:
+                param.register_post_accumulate_grad_hook(average)
 
 
 def shard_unlabeled(env: Any, ctx: DistContext) -> dict[str, Any]:

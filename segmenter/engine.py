@@ -49,6 +49,8 @@ class Segmenter:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = GuidedSegNet(cfg, text_dim).to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.teacher = make_teacher(self.model)
         self._amp = bool(cfg.amp) and self.device.type == "cuda"
         self._amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16

@@ -20,35 +20,42 @@ def coordinate_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) ->
 
 
 class TopDownDecoder(nn.Module):
-    """FPN-style top-down path from stride 32 to stride 4, then an optional stride-2 refinement
-    with the stem's detail features; the logits are upsampled (bilinear) to the input size."""
+    """FPN-style top-down path from stride 32 to stride 4, then refinement steps to strides 2 and
+    1 with the stem's detail features (down to ``refine_stride``, where details exist); the
+    logits are upsampled (bilinear) to the input size."""
 
-    def __init__(self, channels: list[int], width: int, detail_channels: int, refine: bool) -> None:
+    def __init__(self, channels: list[int], width: int, detail_channels: dict[int, int],
+                 refine_stride: int) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
         self.smooth = nn.ModuleList(conv_bn_relu(width, width) for _ in channels[:-1])
-        self.refine = refine and detail_channels > 0
-        if self.refine:
-            fine = max(8, width // 3)
-            self.reduce = nn.Conv2d(width, fine, 1)
-            self.detail = conv_bn_relu(fine + detail_channels, fine)
-            self.head = nn.Conv2d(fine, 1, 1)
-        else:
-            self.head = nn.Conv2d(width, 1, 1)
+        self.refine_strides = [s for s in (2, 1) if s >= refine_stride and s in detail_channels]
+        self.reduce = nn.ModuleDict()
+        self.fuse = nn.ModuleDict()
+        cin = width
+        for stride in self.refine_strides:
+            fine = max(8, width // (3 if stride == 2 else 6))
+            self.reduce[str(stride)] = nn.Conv2d(cin, fine, 1)
+            self.fuse[str(stride)] = conv_bn_relu(fine + detail_channels[stride], fine)
+            cin = fine
+        self.head = nn.Conv2d(cin, 1, 1)
 
-    def forward(self, feats: list[torch.Tensor], detail: torch.Tensor | None,
+    def forward(self, feats: list[torch.Tensor], details: dict[int, torch.Tensor],
                 size: tuple[int, int]) -> torch.Tensor:
         x = self.lateral[-1](feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
             x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False) + lat
             x = self.smooth[i](x)
-        if self.refine and detail is not None:
-            x = F.interpolate(self.reduce(x), size=detail.shape[-2:], mode="bilinear",
+        for stride in self.refine_strides:
+            detail = details[stride]
+            x = F.interpolate(self.reduce[str(stride)](x), size=detail.shape[-2:], mode="bilinear",
                               align_corners=False)
-            x = self.detail(torch.cat([x, detail], 1))
+            x = self.fuse[str(stride)](torch.cat([x, detail], 1))
         logits = self.head(x)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
 
 
 class GuidedSegNet(nn.Module):
@@ -63,6 +70,7 @@ class GuidedSegNet(nn.Module):
         super().__init__()
         cfg = config
         self.use_prior, self.use_text, self.use_guidance = cfg.use_prior, cfg.use_text, cfg.use_guidance
+        self.channels_last = cfg.channels_last
         self.coord_channels = cfg.coord_channels
         is_cnn = cfg.backbone == "cnn"
         if not is_cnn and not cfg.use_guidance and cfg.use_prior:
@@ -74,7 +82,8 @@ class GuidedSegNet(nn.Module):
         if is_cnn and not cfg.use_guidance and cfg.use_prior:
             in_ch += 1
         self.encoder = build_encoder(cfg.backbone, in_ch, cfg.stem_width, cfg.widths, cfg.depths,
-                                     cfg.backbone_weights)
+                                     cfg.backbone_weights,
+                                     cfg.full_width if cfg.refine_stride == 1 else 0)
         channels = self.encoder.channels
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1),
                              persistent=False)
@@ -90,7 +99,7 @@ class GuidedSegNet(nn.Module):
         elif cfg.use_text:
             self.films = nn.ModuleList(FiLMBlock(c, cfg.text_dim) for c in channels)
         self.decoder = TopDownDecoder(channels, cfg.decoder_width, self.encoder.detail_channels,
-                                      cfg.refine)
+                                      cfg.refine_stride)
 
     def forward(self, images: torch.Tensor, priors: torch.Tensor, tokens: torch.Tensor | None,
                 mask: torch.Tensor | None) -> torch.Tensor:
@@ -103,7 +112,10 @@ class GuidedSegNet(nn.Module):
             inputs.append(coords.expand(b, -1, -1, -1))
         if self.use_prior and not self.use_guidance and self.encoder.in_channels > 3:
             inputs.append(priors)
-        x, detail = self.encoder.stem(torch.cat(inputs, 1))
+        x = torch.cat(inputs, 1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, details = self.encoder.stem(x)
         words = self.text_proj(tokens) if self.use_text else None
         feats = []
         for i, stage in enumerate(self.encoder.stages):
@@ -116,4 +128,4 @@ class GuidedSegNet(nn.Module):
             elif self.use_text:
                 x = self.films[i](x, words, mask)
             feats.append(x)
-        return self.decoder(feats, detail, (h, w))
+        return self.decoder(feats, details, (h, w))

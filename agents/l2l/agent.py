@@ -140,7 +140,7 @@ class L2LAgent(Agent):
         layout = ObsLayout(**{k: tuple(v) if isinstance(v, list) else v
                               for k, v in data["layout"].items()})
         agent.build(layout)
-        blob = torch.load(Path(path) / WEIGHTS, map_location=agent.device, weights_only=False)
+        blob = torch.load(Path(path) / WEIGHTS, map_location=agent.device, weights_only=True)
         assert agent.net is not None and agent.optimizer is not None
         agent.net.load_state_dict(blob["net"])
         agent.optimizer.load_state_dict(blob["optimizer"])

@@ -1,0 +1,43 @@
+"""The SynthRef ablation of benchmarks/RESULTS.md: ``l2l-ablate`` with the reduced-budget config
+``experiments/configs/synthref_ablation.toml`` (stated there: 300 warm-up steps, 1,024 loop
+samples, 500 eval sentences per split), every heuristic agent, ``sb3:ppo`` and ``l2l``, plus the
+supervised-only and fully supervised rows.
+
+    python benchmarks/run_ablation.py [--ratios 0.01,0.05,0.1] [--seeds 0,1,2] [--jobs 1]
+        [--agents ...] [--out benchmarks/ablation] [KEY=VALUE ...]
+
+Resumable: run it again and finished runs are skipped. Writes ``<out>/table.md``, ``table.csv``,
+``plot.png`` and one folder per run under ``<out>/runs`` (results.json, TensorBoard logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from experiments import ablate
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--ratios", default="0.01,0.05,0.1")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--agents", default=None, help="default: every heuristic, sb3:ppo, l2l")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/ablation")
+    args = p.parse_intermixed_args()
+    argv = ["--config", "synthref_ablation", "--ratios", args.ratios, "--seeds", args.seeds,
+            "--jobs", str(args.jobs), "--out", args.out]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if args.agents:
+        argv += ["--agents", args.agents]
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return ablate.main(argv + args.overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
