@@ -107,8 +107,12 @@ def build_envs(cfg: BenchConfig) -> tuple[gym.Env, gym.Env, dict[str, Any]]:
     t0 = time.perf_counter()
     cached = ckpt.is_file()
     if cached:
-        env = gym.make(l2l_env.ENV_ID, **kwargs, checkpoint=str(ckpt))
-    else:
+        try:
+            env = gym.make(l2l_env.ENV_ID, **kwargs, checkpoint=str(ckpt))
+        except (ValueError, KeyError, RuntimeError) as err:  # written by another segmenter version
+            print(f"cached warm-up {ckpt} is unusable ({err}); warming up again", flush=True)
+            cached = False
+    if not cached:
         env = gym.make(l2l_env.ENV_ID, **kwargs, warmup_steps=cfg.warmup_steps)
         env.unwrapped.segmenter.save(ckpt)
     warm_s = time.perf_counter() - t0
@@ -180,8 +184,8 @@ def collect_states(agent: agents.L2LAgent, rec: InfoRecorder, n: int
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``n`` states of the env going on under ``agent``'s deterministic selection, and the
     per-cell label correctness of each."""
-    obs = agent._rollout.obs  # the observation the learner stopped at
-    obs = {k: v[0] for k, v in obs.items()} if obs is not None else rec.reset()[0]
+    last = agent.last_obs  # the observation the learner stopped at (batched, one env)
+    obs = {k: v[0] for k, v in last.items()} if last is not None else rec.reset()[0]
     states, right = [], []
     for _ in range(n):
         states.append(obs)

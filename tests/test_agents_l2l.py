@@ -135,6 +135,7 @@ def test_callback_can_stop_learning_and_tensorboard_writer_gets_scalars():
     agent = agents.make("l2l", **FAST)
     agent.learn(FakePseudoLabelEnv(), 10_000, callback=lambda a, rec: rec["update"] < 2, writer=Writer())
     assert len(agent.history) == 2
+    assert agent.last_obs is not None and agent.last_obs["prior"].shape == (1, 1, 8, 8)
     assert ("l2l/mean_reward", 32) in seen and ("l2l/mean_reward", 64) in seen
 
 

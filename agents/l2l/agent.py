@@ -61,6 +61,12 @@ class L2LAgent(Agent):
         self.rng = np.random.default_rng(config.seed)
         self._rollout = ppo.RolloutState()
 
+    @property
+    def last_obs(self) -> dict[str, np.ndarray] | None:
+        """The observation ``learn`` stopped at (batched, leading dim = number of envs): the
+        env's current state, where a caller may go on acting."""
+        return self._rollout.obs
+
     # ------------------------------------------------------------------ network
     def build(self, layout: ObsLayout) -> SelectorNet:
         """Create the network (seeded, without touching torch's global generator) and optimiser."""
