@@ -86,6 +86,28 @@ def _fallback_priors(samples: list, size: int, seed: int) -> tuple[np.ndarray, n
     return (py[:, :, None] * px[:, None, :]).astype(np.float32), boxes
 
 
+def other_object_priors(split: str, size: int, seed: int, num_train: int | None) -> np.ndarray:
+    """Per sample, a soft box on a random *other* object of its image (jittered like an MLLM
+    box): simulated grounding errors for ``fit(prior_swap=...)``. Samples whose image has no
+    other object get a flat no-prior map."""
+    from l2l_env.data import load_split
+    from l2l_env.priors import proposal_maps
+
+    options = {} if num_train is None or split != "train" else {"num_train": num_train}
+    split_seq = load_split("synthref", split, mode="per_sentence", **options)
+    rng = np.random.default_rng([seed, 7])
+    boxes = np.full((len(split_seq), 4), np.nan)
+    sizes = np.zeros((len(split_seq), 2))
+    for i in range(len(split_seq)):
+        ref, _ = split_seq.record(i)
+        others = [o.box for k, o in enumerate(ref.objects) if k != ref.referent]
+        if others:
+            box = np.array(others[rng.integers(len(others))], float)
+            boxes[i] = box + rng.normal(0, 0.05, 4) * box[[2, 3, 2, 3]]
+        sizes[i] = split_seq.table.load_image(ref.image_id).shape[:2]
+    return proposal_maps(boxes, size, size, "box", image_sizes=sizes)
+
+
 def load_arrays(split: str, size: int, preset: str, seed: int, num_train: int | None
                 ) -> tuple[SplitArrays, str]:
     """A SynthRef split (every sentence) with simulated MLLM priors at ``size``."""

@@ -6,15 +6,18 @@ supervised-only and fully supervised rows.
     python benchmarks/run_ablation.py [--ratios 0.01,0.05,0.1] [--seeds 0,1,2] [--jobs 1]
         [--agents ...] [--out benchmarks/ablation] [KEY=VALUE ...]
 
-Resumable: run it again and finished runs are skipped. Writes ``<out>/table.md``, ``table.csv``,
-``plot.png`` and one folder per run under ``<out>/runs`` (results.json, TensorBoard logs).
+Resumable: run it again and finished runs are skipped. The runs (results.json, checkpoints,
+TensorBoard logs) go to ``<out>`` (default ``runs/ablation-synthref``, ignored by git); the table,
+CSV and plot are copied to ``benchmarks/ablation_synthref.{md,csv,png}`` for committing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from experiments import ablate
 
@@ -27,7 +30,7 @@ def main() -> int:
     p.add_argument("--agents", default=None, help="default: every heuristic, sb3:ppo, l2l")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/ablation")
+    p.add_argument("--out", default="runs/ablation-synthref")
     args = p.parse_intermixed_args()
     argv = ["--config", "synthref_ablation", "--ratios", args.ratios, "--seeds", args.seeds,
             "--jobs", str(args.jobs), "--out", args.out]
@@ -36,7 +39,13 @@ def main() -> int:
     if args.agents:
         argv += ["--agents", args.agents]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return ablate.main(argv + args.overrides)
+    code = ablate.main(argv + args.overrides)
+    here = Path(__file__).resolve().parent
+    for name, suffix in (("table.md", "md"), ("table.csv", "csv"), ("plot.png", "png")):
+        src = Path(args.out) / name
+        if src.is_file():
+            shutil.copyfile(src, here / f"ablation_synthref.{suffix}")
+    return code
 
 
 if __name__ == "__main__":

@@ -298,13 +298,19 @@ class Runner:
         return Path(self.cfg.warmup_cache) / f"warmup-{warmup_key(self.cfg, self.resolved)}.pt"
 
     def install_start(self) -> None:
-        """Make the warmed-up segmenter the env's start of run (what ``reset(seed=...)`` restores),
-        reset the env with the run's seed, and checkpoint the start of the loop."""
-        env, u = self.env, self.env.unwrapped
-        warmed = copy.deepcopy(self.segmenter.state_dict())
+        """Make the warmed-up segmenter (its teacher a copy of the student) the env's start of run
+        (what ``reset(seed=...)`` restores), reset the env with the run's seed, and checkpoint the
+        start of the loop."""
+        env, u, seg = self.env, self.env.unwrapped, self.segmenter
+        # Burn-in done: the EMA teacher starts the loop as a copy of the warmed-up student (as in
+        # Unbiased Teacher), not as an average that still remembers the random initialisation.
+        seg.teacher.load_state_dict(seg.model.state_dict())
+        warmed = copy.deepcopy(seg.state_dict())
         env.reset(seed=self.cfg.seed)
-        self.segmenter.load_state_dict(warmed)
-        state = u.state_dict()
+        # env.state_dict() holds live references to the segmenter's tensors, which the reset
+        # inside load_state_dict overwrites: work on a copy.
+        state = copy.deepcopy(u.state_dict())
+        state["segmenter"] = copy.deepcopy(warmed)
         state["initial_state"] = warmed
         u.load_state_dict(state)
         self.agent = self.make_agent()

@@ -50,19 +50,28 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         steps: int | None = None, minutes: float | None = None, batch_size: int = 32,
         seed: int = 0, eval_fn: Callable[[Segmenter], dict[str, float]] | None = None,
         eval_every: int = 0, log_every: int = 50, progress: bool = True,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", alt_priors: np.ndarray | None = None,
+        prior_swap: float = 0.0) -> FitResult:
     """Train ``segmenter`` on arrays for ``steps`` optimiser steps and/or ``minutes`` of wall time
     (whichever ends first; at least one must be given).
 
     ``images`` (N, H, W, 3) uint8, ``priors`` (N, H, W) or ``None``, ``phrases`` N strings,
     ``targets`` (N, H, W), ``weights`` (N, H, W) or ``None`` (all ones). ``eval_fn(segmenter)`` is
     called every ``eval_every`` steps and at the end; its dict is added to the history.
+
+    ``alt_priors`` (N, H, W) are *wrong* priors (e.g. a soft box on another object of the image)
+    that replace a sample's prior with probability ``prior_swap``: simulated grounding errors, so
+    the network sees enough of them to learn when not to trust a prior.
     """
+    if prior_swap > 0 and (alt_priors is None or priors is None):
+        raise ValueError("prior_swap > 0 needs priors and alt_priors")
+    if not 0.0 <= prior_swap <= 1.0:
+        raise ValueError(f"prior_swap must be in [0, 1], got {prior_swap}")
     if steps is None and minutes is None:
         raise ValueError("fit needs steps= or minutes= (or both)")
     n = len(phrases)
     for name, arr in (("images", images), ("priors", priors), ("targets", targets),
-                      ("weights", weights)):
+                      ("weights", weights), ("alt_priors", alt_priors)):
         if arr is not None and len(arr) != n:
             raise ValueError(f"fit: {name} has {len(arr)} entries but there are {n} phrases")
     phrases = list(phrases)
@@ -79,8 +88,12 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
                 stopped_by = "time"
                 break
             idx = batch_indices(n, batch_size, segmenter.step, seed)
+            batch_priors = None if priors is None else priors[idx]
+            if prior_swap > 0:
+                swap = np.random.default_rng([seed, segmenter.step, 1]).random(len(idx)) < prior_swap
+                batch_priors = np.where(swap[:, None, None], alt_priors[idx], batch_priors)
             out = segmenter.train_step(
-                images[idx], None if priors is None else priors[idx], [phrases[i] for i in idx],
+                images[idx], batch_priors, [phrases[i] for i in idx],
                 targets[idx], None if weights is None else weights[idx])
             taken += 1
             for k, v in out.items():
