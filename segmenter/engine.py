@@ -31,7 +31,9 @@ class Segmenter:
     ``text_encoder`` may be handed in to share one loaded encoder (and its cache) between
     segmenters. All randomness of training (prior dropout) comes from the segmenter's own seeded
     generator, so :meth:`state_dict` / :meth:`load_state_dict` resume a run exactly; the global
-    torch RNG is neither used for training nor changed (model initialisation forks it).
+    torch RNG is neither used for training nor changed (model initialisation forks it). The EMA
+    teacher averages the segmentation network; a fine-tuned text encoder (``freeze_text=False``)
+    is shared by student and teacher.
     """
 
     def __init__(self, config: SegmenterConfig | None = None, *,
@@ -44,6 +46,12 @@ class Segmenter:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"SegmenterConfig.device={cfg.device!r} but CUDA is not available; "
                                f"use device='cpu'")
+        if text_encoder is not None:
+            if text_encoder.name != cfg.text_encoder or text_encoder.frozen != cfg.freeze_text:
+                raise ValueError(
+                    f"text_encoder ({text_encoder.name!r}, frozen={text_encoder.frozen}) does not "
+                    f"match config.text_encoder={cfg.text_encoder!r}, freeze_text={cfg.freeze_text}")
+            text_encoder.to(self.device)
         self._text_encoder = text_encoder
         text_dim = self.text_encoder.dim if cfg.use_text else 1
         with torch.random.fork_rng(devices=[]):
@@ -163,19 +171,18 @@ class Segmenter:
             raise ValueError("weights must be finite and >= 0 (0 = ignored pixel)")
         tgt = torch.from_numpy(np.clip(targets, 0.0, 1.0)).to(self.device)
         wgt = torch.from_numpy(weights).to(self.device)
+        rng_state = self._generator.get_state()
         if cfg.use_prior and cfg.prior_dropout > 0:
             keep = torch.rand(b, generator=self._generator) >= cfg.prior_dropout
             keep = keep.to(self.device).view(b, 1, 1, 1)
             pri = torch.where(keep, pri, torch.full_like(pri, cfg.no_prior_value))
         self.model.train()
-        if self._trainable_text():
-            self.text_encoder.train()
-        buffers = [b.detach().clone() for b in self.model.buffers()]  # batch-norm statistics
+        buffers = [buf.detach().clone() for buf in self.model.buffers()]  # batch-norm statistics
         logits = self._logits(self.model, img, pri, phrases)
         terms = loss_terms(logits, tgt, wgt, cfg.bce_weight, cfg.dice_weight)
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            self._restore_buffers(buffers)
+            self._undo(buffers, rng_state)
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at step {self._step} (bce={terms['bce'].item()}, "
                 f"dice={terms['dice'].item()}); the model was not updated")
@@ -191,7 +198,7 @@ class Segmenter:
                 [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
         if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
-            self._restore_buffers(buffers)
+            self._undo(buffers, rng_state)
             raise FloatingPointError(f"non-finite gradient norm at step {self._step} "
                                      f"(loss={loss.item()}); the model was not updated")
         self.scaler.step(self.optimizer)
@@ -203,9 +210,11 @@ class Segmenter:
                 "lr": float(lr), "grad_norm": float(grad_norm)}
 
     @torch.no_grad()
-    def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
-        for buf, old in zip(self.model.buffers(), saved):
+    def _undo(self, buffers: list[torch.Tensor], rng_state: torch.Tensor) -> None:
+        """Put back the batch-norm statistics and the RNG a failed step changed."""
+        for buf, old in zip(self.model.buffers(), buffers):
             buf.copy_(old)
+        self._generator.set_state(rng_state)
 
     # ------------------------------------------------------------------ inference
     def predict(self, images: np.ndarray, priors: np.ndarray | None, phrases: Sequence[str], *,

@@ -51,9 +51,10 @@ class TextEncoder(nn.Module):
             self.model.eval()
 
     def train(self, mode: bool = True) -> TextEncoder:
+        """The encoder always runs without dropout (training stays deterministic and uses no
+        global random state), also when it is fine-tuned."""
         super().train(mode)
-        if self.frozen:
-            self.model.eval()
+        self.model.eval()
         return self
 
     def _encode(self, phrases: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

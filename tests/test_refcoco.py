@@ -184,14 +184,14 @@ def test_modes_through_load_split(refcoco: ReferFixture) -> None:
 
 def test_seeded_sentence_draw_per_epoch(refcoco: ReferFixture) -> None:
     def phrases(seed: int, epoch: int) -> list[str]:
-        split = load_split("refcoco", "train", refcoco.root, seed=seed, epoch=epoch)
+        split = load_split("refcoco", "train", refcoco.root, sample_seed=seed, epoch=epoch)
         return [split.phrase(i) for i in range(len(split))]
 
     first = phrases(0, 0)
     assert phrases(0, 0) == first
     later = [phrases(0, e) for e in range(1, 6)]
     assert any(p != first for p in later)
-    split = load_split("refcoco", "train", refcoco.root, seed=0)
+    split = load_split("refcoco", "train", refcoco.root, sample_seed=0)
     split.set_epoch(3)
     assert [split.phrase(i) for i in range(len(split))] == later[2]
     # each drawn phrase is one of its ref's sentences

@@ -95,9 +95,11 @@ def test_non_finite_loss_stops_with_the_step_and_leaves_the_model(text_encoder):
         seg.model.decoder.head.bias.fill_(float("nan"))
     before = {k: v.clone() for k, v in seg.model.state_dict().items()}
     teacher_before = {k: v.clone() for k, v in seg.teacher.state_dict().items()}
+    rng_before = seg.state_dict()["generator"].clone()
     with pytest.raises(FloatingPointError, match="step 2"):
         seg.train_step(*_batch(2))
     assert seg.step == 2
+    assert torch.equal(seg.state_dict()["generator"], rng_before)
     for k, v in seg.model.state_dict().items():
         assert torch.equal(v, before[k]) or (torch.isnan(v).all() and torch.isnan(before[k]).all()), k
     for k, v in seg.teacher.state_dict().items():
