@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,10 +241,18 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _spawn(job: dict[str, Any]) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(run_config, (job,))
+def _spawn(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Run one job in a fresh interpreter (its own peak memory; OpenMP set before torch loads)."""
+    job_path = workdir / f"job_{job['name']}.json"
+    out_path = job_path.with_suffix(".out.json")
+    job_path.write_text(json.dumps(job))
+    try:
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(job_path),
+                        str(out_path)], check=True)
+        return json.loads(out_path.read_text())
+    finally:
+        job_path.unlink(missing_ok=True)
+        out_path.unlink(missing_ok=True)
 
 
 def machine() -> dict[str, Any]:
@@ -261,8 +271,8 @@ def machine() -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def _fmt(v: Any) -> str:
-    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -282,8 +292,9 @@ def markdown(results: dict[str, Any]) -> str:
 
     def row(r: dict[str, Any]) -> str:
         m = r["metrics"][which]
-        cells = [r["name"], _fmt(float(r["minutes_budget"])), str(r["steps"]),
-                 _fmt(r["train_seconds"]), _fmt(r["peak_rss_mb"]), str(r["parameters"])]
+        cells = [r["name"], f"{float(r['minutes_budget']):g}", str(r["steps"]),
+                 _fmt(float(r["train_seconds"]), 0), _fmt(float(r["peak_rss_mb"]), 0),
+                 str(r["parameters"])]
         for s in SPLITS:
             cells += [_fmt(m[s]["mIoU"]), _fmt(m[s]["oIoU"])]
         cells += [_fmt(m["val"]["mIoU_prior_right"]), _fmt(m["val"]["mIoU_prior_wrong"])]
@@ -303,7 +314,17 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def child(job_path: str, out_path: str) -> int:
+    """The ``--child JOB OUT`` entry point: run one job, write its results."""
+    result = run_config(json.loads(Path(job_path).read_text()))
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return child(argv[1], argv[2])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget, full model")
     parser.add_argument("--compare-minutes", type=float, default=3.0,
@@ -346,24 +367,26 @@ def main(argv: list[str] | None = None) -> int:
                 "progress": not args.no_progress}
 
     results: dict[str, Any] = {
-        "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+        "command": "python benchmarks/bench_segmenter.py " + " ".join(argv),
         "machine": machine(), "threads": args.threads, "batch_size": args.batch_size,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "headline_model": "teacher", "compare_minutes": args.compare_minutes,
     }
     out = Path(args.out)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_segmenter_"))
     t0 = time.perf_counter()
     if args.minutes > 0:
         print(f"[bench] full model, {args.minutes} min", flush=True)
-        results["main"] = _spawn(job("full", args.minutes))
+        results["main"] = _spawn(job("full", args.minutes), workdir)
         results["prior_source"] = results["main"]["prior_source"]
     results["comparison"] = []
     if args.compare_minutes > 0:
         for name in names:
             print(f"[bench] comparison run {name}, {args.compare_minutes} min", flush=True)
-            results["comparison"].append(_spawn(job(name, args.compare_minutes)))
+            results["comparison"].append(_spawn(job(name, args.compare_minutes), workdir))
             results["prior_source"] = results["comparison"][-1]["prior_source"]
     results["total_wall_seconds"] = round(time.perf_counter() - t0, 1)
+    shutil.rmtree(workdir, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     md = markdown(results)

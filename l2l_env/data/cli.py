@@ -13,21 +13,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from l2l_env.cli_utils import parse_key_values
 from l2l_env.data import DATASETS, SPLITS, label_split, load_table
 from l2l_env.data.types import RefSplit
-
-
-def _parse_options(pairs: Sequence[str]) -> dict:
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"l2l-data: option {pair!r} must be KEY=VALUE")
-        key, value = pair.split("=", 1)
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def dataset_info(dataset: str, data_root: str | None, label_ratio: float, seed: int,
@@ -95,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.choices["show"].add_argument("--num", type=int, default=8)
     sub.choices["show"].add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    options = _parse_options(args.option)
     try:
+        options = parse_key_values(args.option, "--option")
         if args.command == "info":
             start = time.perf_counter()
             info = dataset_info(args.dataset, args.data_root, args.label_ratio, args.seed, options)

@@ -27,24 +27,12 @@ from l2l_env.data import DATASETS, SPLITS, load_table
 from l2l_env.data.types import RefSplit
 from l2l_env.priors.cache import (CacheError, compute_priors, merge_shards, parse_shard,
                                   shard_from_env, source_of)
+from l2l_env.cli_utils import parse_key_values
 from l2l_env.priors.registry import PROVIDERS, make_provider
 from l2l_env.priors.simulated import DEFAULT_PRESET, PRESETS
 from l2l_env.priors.table import load_priors, priors_path
 
 COMMANDS = ("compute", "report", "merge")
-
-
-def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"{flag} {pair!r} must be KEY=VALUE")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +53,7 @@ def provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs = {"path": args.path}
     if args.preset and args.provider != "simulated":
         raise ValueError(f"--preset only applies to --provider simulated, not {args.provider!r}")
-    kwargs.update(_parse_pairs(args.provider_option, "--provider-option"))
+    kwargs.update(parse_key_values(args.provider_option, "--provider-option"))
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
@@ -124,7 +112,7 @@ def _splits(args: argparse.Namespace) -> list[str]:
 
 
 def _tables(args: argparse.Namespace) -> dict[str, Any]:
-    options = _parse_pairs(args.option, "--option")
+    options = parse_key_values(args.option, "--option")
     return {s: load_table(args.dataset, s, data_root=args.data_root, **options)
             for s in _splits(args)}
 
