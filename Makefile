@@ -19,6 +19,7 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/l2l-data info --dataset synthref
+	$(BIN)/l2l-run
 
 test: install
 	$(BIN)/python -m pytest

@@ -86,7 +86,8 @@ class RunConfig:
     split_seed: int = 0
     split_dir: str | None = None
     agent: str = "l2l"
-    agent_options: dict[str, Any] = field(default_factory=dict)
+    agent_options: dict[str, Any] = field(default_factory=lambda: {"l2l": {"n_epochs": 2,
+                                                                           "minibatch_size": 64}})
     prior: str = "simulated/qwen2.5-vl-7b"
     prior_options: dict[str, Any] = field(default_factory=dict)
     warmup_steps: int = 500
