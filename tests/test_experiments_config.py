@@ -20,7 +20,7 @@ def test_overrides_parse_toml_literals_and_dotted_keys():
                          "agent_options.tau=0.95", "eval_splits=[\"val\"]", "prior=simulated/kosmos-2"])
     assert cfg.label_ratio == 0.1 and cfg.agent == "threshold"
     assert cfg.env["update_interval"] == 16 and cfg.env["update_steps"] == 4  # merged, not replaced
-    assert cfg.segmenter["widths"] == [8, 16, 16, 16] and cfg.agent_options == {"tau": 0.95}
+    assert cfg.segmenter["widths"] == [8, 16, 16, 16] and C.agent_kwargs(cfg) == {"tau": 0.95}
     assert cfg.eval_splits == ["val"]
     resolved = C.validate(cfg, check_paths=False)
     assert resolved["env"]["update_interval"] == 16
