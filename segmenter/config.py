@@ -25,7 +25,8 @@ class SegmenterConfig:
 
     Training: AdamW (``lr``, ``weight_decay``), a linear warm-up then a poly schedule over
     ``total_steps`` (``poly_power``; the rate never falls below
-    ``min_lr_ratio * lr``, so training past ``total_steps`` still learns when that is > 0), gradient clipping (``grad_clip``, 0 = off), an EMA teacher
+    ``min_lr_ratio * lr``, so training past ``total_steps`` still learns when that is > 0),
+    gradient clipping (``grad_clip``, 0 = off), an EMA teacher
     (``ema_momentum``), BCE + Dice (``bce_weight``, ``dice_weight``), mixed precision on CUDA only
     (``amp``, ``amp_dtype``). ``prior_dropout`` is the chance that a training sample sees no prior,
     so the network learns to segment from the text when the prior is missing or wrong; a dropped
@@ -85,7 +86,8 @@ class SegmenterConfig:
             raise ValueError(f"SegmenterConfig.image_size must be a multiple of 32 (>= 32), "
                              f"got {self.image_size}")
         if self.refine_stride not in (1, 2, 4):
-            raise ValueError(f"SegmenterConfig.refine_stride must be 1, 2 or 4, got {self.refine_stride}")
+            raise ValueError(f"SegmenterConfig.refine_stride must be 1, 2 or 4, "
+                             f"got {self.refine_stride}")
         if len(self.widths) != 4 or len(self.depths) != 4:
             raise ValueError(f"SegmenterConfig.widths and .depths need 4 entries (one per stage), "
                              f"got {self.widths} and {self.depths}")
@@ -96,14 +98,16 @@ class SegmenterConfig:
             raise ValueError(f"SegmenterConfig.backbone must be 'cnn' or 'timm:<model name>', "
                              f"got {self.backbone!r}")
         if not 0.0 <= self.prior_dropout <= 1.0:
-            raise ValueError(f"SegmenterConfig.prior_dropout must be in [0, 1], got {self.prior_dropout}")
+            raise ValueError(f"SegmenterConfig.prior_dropout must be in [0, 1], "
+                             f"got {self.prior_dropout}")
         if not 0.0 <= self.ema_momentum <= 1.0:
-            raise ValueError(f"SegmenterConfig.ema_momentum must be in [0, 1], got {self.ema_momentum}")
+            raise ValueError(f"SegmenterConfig.ema_momentum must be in [0, 1], "
+                             f"got {self.ema_momentum}")
         if self.total_steps < 1:
             raise ValueError(f"SegmenterConfig.total_steps must be >= 1, got {self.total_steps}")
         if self.bce_weight < 0 or self.dice_weight < 0 or self.bce_weight + self.dice_weight == 0:
-            raise ValueError(f"SegmenterConfig.bce_weight/.dice_weight must be >= 0 and not both 0, "
-                             f"got {self.bce_weight}/{self.dice_weight}")
+            raise ValueError(f"SegmenterConfig.bce_weight/.dice_weight must be >= 0 and not "
+                             f"both 0, got {self.bce_weight}/{self.dice_weight}")
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"SegmenterConfig.amp_dtype must be 'bfloat16' or 'float16', "
                              f"got {self.amp_dtype!r}")
@@ -120,7 +124,8 @@ class SegmenterConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown SegmenterConfig key(s) {unknown}; expected some of {sorted(known)}")
+            raise ValueError(f"unknown SegmenterConfig key(s) {unknown}; "
+                             f"expected some of {sorted(known)}")
         return cls(**data)
 
     def replace(self, **overrides: Any) -> SegmenterConfig:

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    return int(size[0]), int(size[1])
 
 
 def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

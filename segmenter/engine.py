@@ -50,7 +50,8 @@ class Segmenter:
             if text_encoder.name != cfg.text_encoder or text_encoder.frozen != cfg.freeze_text:
                 raise ValueError(
                     f"text_encoder ({text_encoder.name!r}, frozen={text_encoder.frozen}) does not "
-                    f"match config.text_encoder={cfg.text_encoder!r}, freeze_text={cfg.freeze_text}")
+                    f"match config.text_encoder={cfg.text_encoder!r}, "
+                    f"freeze_text={cfg.freeze_text}")
             text_encoder.to(self.device)
         self._text_encoder = text_encoder
         text_dim = self.text_encoder.dim if cfg.use_text else 1
@@ -62,7 +63,8 @@ class Segmenter:
         self.teacher = make_teacher(self.model)
         self._amp = bool(cfg.amp) and self.device.type == "cuda"
         self._amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp and self._amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self._amp and self._amp_dtype == torch.float16)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -120,8 +122,8 @@ class Segmenter:
         size = self.config.image_size
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise ValueError(f"images must be (B, {size}, {size}, 3) uint8 at config.image_size, got "
-                             f"{images.shape}; resize with segmenter.data.resize_batch")
+            raise ValueError(f"images must be (B, {size}, {size}, 3) uint8 at config.image_size, "
+                             f"got {images.shape}; resize with segmenter.data.resize_batch")
         b = images.shape[0]
         if count_phrases != b:
             raise ValueError(f"got {b} images but {count_phrases} phrases")
@@ -133,7 +135,8 @@ class Segmenter:
         else:
             priors = np.asarray(priors, dtype=np.float32)
             if priors.shape != (b, size, size):
-                raise ValueError(f"priors must be (B, H, W) = {(b, size, size)}, got {priors.shape}")
+                raise ValueError(f"priors must be (B, H, W) = {(b, size, size)}, "
+                                 f"got {priors.shape}")
             if not np.isfinite(priors).all():
                 raise ValueError("priors contain NaN or inf; expected probabilities in [0, 1]")
             pri = torch.from_numpy(np.clip(priors, 0.0, 1.0)).to(self.device).unsqueeze(1)
@@ -163,7 +166,8 @@ class Segmenter:
         img, pri = self._inputs(images, priors, len(phrases))
         b, size = img.shape[0], cfg.image_size
         targets = np.asarray(targets, dtype=np.float32)
-        weights = np.ones_like(targets) if weights is None else np.asarray(weights, dtype=np.float32)
+        weights = np.ones_like(targets) if weights is None else \
+            np.asarray(weights, dtype=np.float32)
         for name, arr in (("targets", targets), ("weights", weights)):
             if arr.shape != (b, size, size):
                 raise ValueError(f"{name} must be (B, H, W) = {(b, size, size)}, got {arr.shape}")
@@ -239,8 +243,8 @@ class Segmenter:
         with torch.inference_mode():
             for start in range(0, len(phrases), batch_size):
                 sl = slice(start, start + batch_size)
-                img, pri = self._inputs(images[sl], None if priors is None else np.asarray(priors)[sl],
-                                        len(phrases[sl]))
+                batch_priors = None if priors is None else np.asarray(priors)[sl]
+                img, pri = self._inputs(images[sl], batch_priors, len(phrases[sl]))
                 probs = torch.sigmoid(self._logits(model, img, pri, phrases[sl]))
                 out[sl] = probs.cpu().numpy()
         return out
@@ -267,13 +271,14 @@ class Segmenter:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; the architecture settings must match."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"segmenter state version {state.get('version')!r}; expected {STATE_VERSION}")
+            raise ValueError(f"segmenter state version {state.get('version')!r}; "
+                             f"expected {STATE_VERSION}")
         mine, theirs = self.config.to_dict(), dict(state["config"])
         theirs = SegmenterConfig.from_dict(theirs).to_dict()
         differ = sorted(k for k in mine if k not in _RUNTIME_KEYS and mine[k] != theirs.get(k))
         if differ:
-            raise ValueError(f"checkpoint config differs in {differ}: "
-                             f"{ {k: (theirs.get(k), mine[k]) for k in differ} } (checkpoint, this)")
+            pairs = {k: (theirs.get(k), mine[k]) for k in differ}
+            raise ValueError(f"checkpoint config differs in {differ}: {pairs} (checkpoint, this)")
         self.model.load_state_dict(state["model"])
         self.teacher.load_state_dict(state["teacher"])
         if "text_encoder" in state:

@@ -45,8 +45,8 @@ class GuidanceBlock(nn.Module):
             self.visual = nn.Conv2d(c, c, 1)
             parts.append(c)
         if use_prior:
-            self.trust = nn.Sequential(nn.Linear(3 * c if use_text else c, c), nn.ReLU(inplace=True),
-                                       nn.Linear(c, 1))
+            self.trust = nn.Sequential(nn.Linear(3 * c if use_text else c, c),
+                                       nn.ReLU(inplace=True), nn.Linear(c, 1))
             self.prior_embed = nn.Sequential(nn.Conv2d(2, c, 3, 1, 1), nn.ReLU(inplace=True))
             parts.append(c)
         self.fuse = nn.Sequential(nn.Conv2d(sum(parts), c, 1, bias=False), nn.BatchNorm2d(c),
@@ -57,7 +57,8 @@ class GuidanceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, words: torch.Tensor | None, mask: torch.Tensor | None,
                 prior: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, C, h, w), ``words`` (B, T, text_dim), ``mask`` (B, T), ``prior`` (B, 1, h, w)."""
+        """``x`` (B, C, h, w), ``words`` (B, T, text_dim), ``mask`` (B, T),
+        ``prior`` (B, 1, h, w), ``coords`` (1, 2, h, w)."""
         b, c, h, w = x.shape
         parts = [x]
         sentence = None
@@ -78,7 +79,8 @@ class GuidanceBlock(nn.Module):
         if self.use_prior:
             mass = prior.flatten(1).sum(1, keepdim=True).clamp_min(1e-3)
             pooled = (x * prior).flatten(2).sum(2) / mass  # B, C: what the prior points at
-            feats = pooled if sentence is None else torch.cat([pooled, sentence, pooled * sentence], 1)
+            feats = pooled if sentence is None else \
+                torch.cat([pooled, sentence, pooled * sentence], 1)
             trust = torch.sigmoid(self.trust(feats)).view(b, 1, 1, 1)
             parts.append(self.prior_embed(torch.cat([prior, prior * trust], 1)))
         return self.act(x + self.fuse(torch.cat(parts, 1)))

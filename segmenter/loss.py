@@ -51,6 +51,7 @@ def loss_terms(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tenso
     mean_w = w.sum(1) / n_valid.clamp_min(1)
     s = smooth * mean_w + 1e-12
     dice_i = 1.0 - (2.0 * inter + s) / (denom + s)
-    dice = (torch.where(has, dice_i * mean_w, torch.zeros_like(dice_i))).sum() / has.sum().clamp_min(1)
+    dice_sum = torch.where(has, dice_i * mean_w, torch.zeros_like(dice_i)).sum()
+    dice = dice_sum / has.sum().clamp_min(1)
     loss = bce_weight * bce + dice_weight * dice
     return {"loss": loss, "bce": bce, "dice": dice}

@@ -69,7 +69,8 @@ class GuidedSegNet(nn.Module):
     def __init__(self, config: SegmenterConfig, text_in_dim: int) -> None:
         super().__init__()
         cfg = config
-        self.use_prior, self.use_text, self.use_guidance = cfg.use_prior, cfg.use_text, cfg.use_guidance
+        self.use_prior, self.use_text = cfg.use_prior, cfg.use_text
+        self.use_guidance = cfg.use_guidance
         self.channels_last = cfg.channels_last
         self.coord_channels = cfg.coord_channels
         is_cnn = cfg.backbone == "cnn"
@@ -90,8 +91,8 @@ class GuidedSegNet(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1),
                              persistent=False)
         if cfg.use_text:
-            self.text_proj = nn.Sequential(nn.LayerNorm(text_in_dim), nn.Linear(text_in_dim, cfg.text_dim),
-                                           nn.GELU())
+            self.text_proj = nn.Sequential(nn.LayerNorm(text_in_dim),
+                                           nn.Linear(text_in_dim, cfg.text_dim), nn.GELU())
         if cfg.use_guidance:
             self.guides = nn.ModuleList(
                 GuidanceBlock(c, cfg.text_dim, use_text=cfg.use_text, use_prior=cfg.use_prior,

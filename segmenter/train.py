@@ -90,7 +90,8 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
             idx = batch_indices(n, batch_size, segmenter.step, seed)
             batch_priors = None if priors is None else priors[idx]
             if prior_swap > 0:
-                swap = np.random.default_rng([seed, segmenter.step, 1]).random(len(idx)) < prior_swap
+                draw = np.random.default_rng([seed, segmenter.step, 1]).random(len(idx))
+                swap = draw < prior_swap
                 batch_priors = np.where(swap[:, None, None], alt_priors[idx], batch_priors)
             out = segmenter.train_step(
                 images[idx], batch_priors, [phrases[i] for i in idx],
@@ -109,6 +110,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     finally:
         bar.close()
     if eval_fn is not None and not (eval_every and segmenter.step % eval_every == 0 and taken):
-        history.append({"step": segmenter.step, "time": time.perf_counter() - t0, **eval_fn(segmenter)})
+        history.append({"step": segmenter.step, "time": time.perf_counter() - t0,
+                        **eval_fn(segmenter)})
     return FitResult(steps=taken, seconds=time.perf_counter() - t0, history=history,
                      stopped_by=stopped_by)

@@ -116,7 +116,8 @@ def test_guidance_switch_changes_the_network(text_encoder):
     assert hasattr(on.model, "guides") and not hasattr(off.model, "guides")
     assert hasattr(off.model, "films")
     images, priors, phrases, _ = _data(4, 32)
-    assert np.abs(on.predict(images, priors, phrases) - off.predict(images, priors, phrases)).max() > 1e-4
+    diff = on.predict(images, priors, phrases) - off.predict(images, priors, phrases)
+    assert np.abs(diff).max() > 1e-4
 
 
 def test_predict_in_batches_equals_one_by_one(text_encoder):
