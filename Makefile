@@ -17,9 +17,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# --resume: a second `make demo` continues an interrupted run or prints the finished one's table.
 demo: install
 	$(BIN)/l2l-data info --dataset synthref
-	$(BIN)/l2l-run
+	$(BIN)/l2l-run --resume
 
 test: install
 	$(BIN)/python -m pytest
