@@ -8,7 +8,7 @@ supervised-only and fully supervised rows.
 
 Resumable: run it again and finished runs are skipped. The runs (results.json, checkpoints,
 TensorBoard logs) go to ``<out>`` (default ``runs/ablation-synthref``, ignored by git); the table,
-CSV and plot are copied to ``benchmarks/ablation_synthref.{md,csv,png}`` for committing.
+CSV, plot and run list are copied to ``benchmarks/ablation/`` for committing.
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ def main() -> int:
         argv += ["--agents", args.agents]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     code = ablate.main(argv + args.overrides)
-    here = Path(__file__).resolve().parent
-    for name, suffix in (("table.md", "md"), ("table.csv", "csv"), ("plot.png", "png")):
+    keep = Path(__file__).resolve().parent / "ablation"
+    keep.mkdir(exist_ok=True)
+    for name in ("table.md", "table.csv", "plot.png", "ablation.json"):
         src = Path(args.out) / name
         if src.is_file():
-            shutil.copyfile(src, here / f"ablation_synthref.{suffix}")
+            shutil.copyfile(src, keep / name)
     return code
 
 

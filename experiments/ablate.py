@@ -43,7 +43,7 @@ TABLE_METRICS = ("mIoU", "oIoU")
 
 
 def default_agents() -> list[str]:
-    """Every registered heuristic agent (``none`` is the supervised-only row), ``sb3:ppo`` and ``l2l``."""
+    """Every registered heuristic agent (``none`` is the supervised-only row), ``sb3:ppo``, ``l2l``."""
     import agents
     from agents.heuristics import CellRuleAgent
 
@@ -199,7 +199,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _label(agent: str) -> str:
-    return {SUPERVISED_ONLY: "supervised only (none)", FULLY_SUPERVISED: "fully supervised (100%)"}.get(agent, agent)
+    names = {SUPERVISED_ONLY: "supervised only (none)", FULLY_SUPERVISED: "fully supervised (100%)"}
+    return names.get(agent, agent)
 
 
 def _cell(values: Sequence[float] | None) -> str:
@@ -217,13 +218,14 @@ def tables(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], spl
     full = cells.get((FULLY_SUPERVISED, 1.0))
     md = [f"Split `{split}`, mean ± std over seeds {list(seeds)} (percent).", ""]
     for metric in TABLE_METRICS:
-        md += [f"### {metric}", "", "| agent | " + " | ".join(f"{C.percent(r)}% labels" for r in ratios) + " |",
-               "|---|" + "---:|" * len(ratios)]
+        head = "| agent | " + " | ".join(f"{C.percent(r)}% labels" for r in ratios) + " |"
+        md += [f"### {metric}", "", head, "|---|" + "---:|" * len(ratios)]
         for a in order:
             md.append(f"| {_label(a)} | " + " | ".join(_cell((cells.get((a, r)) or {}).get(metric))
                                                       for r in ratios) + " |")
         if full:
-            md.append(f"| {_label(FULLY_SUPERVISED)} | " + " | ".join(_cell(full[metric]) for _ in ratios) + " |")
+            cells_full = " | ".join(_cell(full[metric]) for _ in ratios)
+            md.append(f"| {_label(FULLY_SUPERVISED)} | {cells_full} |")
         md.append("")
     if full and any((SUPERVISED_ONLY, r) in cells for r in ratios):
         md += ["### Gap closed (mIoU)", "",
@@ -254,7 +256,8 @@ def tables(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], spl
     return "\n".join(md), rows
 
 
-def plot(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], split: str, path: Path) -> None:
+def plot(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], split: str,
+         path: Path) -> None:
     """mIoU vs label ratio per agent (error bars: std over seeds); fully supervised as a line."""
     import matplotlib
 
@@ -275,7 +278,8 @@ def plot(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], split
         if xs:
             style = {"linestyle": "--", "color": "grey"} if agent == SUPERVISED_ONLY else {}
             lw = 2.5 if agent == "l2l" else 1.3
-            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=_label(agent), linewidth=lw, **style)
+            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=_label(agent), linewidth=lw,
+                        **style)
     full = cells.get((FULLY_SUPERVISED, 1.0))
     if full:
         m, _ = mean_std(full["mIoU"])

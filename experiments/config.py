@@ -483,7 +483,7 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
         raise ValueError(f"config key 'eval_splits' has {bad_splits}; {cfg.dataset} evaluation splits "
                          f"are {[s for s in SPLITS[cfg.dataset] if s != 'train']}")
     try:
-        cls = agents.agent_class(cfg.agent)
+        agents.agent_class(cfg.agent)
     except KeyError as err:
         raise ValueError(f"config key 'agent'={cfg.agent!r}: {err.args[0]}") from None
     probe_kwargs = agent_kwargs(cfg)
@@ -493,7 +493,7 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
         agent = agents.make(cfg.agent, **probe_kwargs)
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"config key 'agent_options' for agent {cfg.agent!r}: {err}") from None
-    label_source = getattr(agent, "preferred_label_source", None) or getattr(cls, "preferred_label_source", None)
+    label_source = getattr(agent, "preferred_label_source", None)
     provider, prior_opts = parse_prior(cfg.prior, cfg.prior_options)
     try:
         seg_cfg = SegmenterConfig.from_dict(segmenter_kwargs(cfg))
@@ -565,10 +565,15 @@ def warmup_key(cfg: RunConfig, resolved: dict[str, Any]) -> str:
     from l2l_env.data.cache import config_key
 
     env = resolved["env"]
-    seg = {k: v for k, v in resolved["segmenter"].items() if k not in ("device", "amp", "text_cache_size")}
+    seg = {k: v for k, v in resolved["segmenter"].items()
+           if k not in ("device", "amp", "text_cache_size")}
+
+    def path(p: str | None) -> str | None:
+        return os.path.abspath(p) if p else None
+
     parts = {
-        "data": [cfg.dataset, os.path.abspath(cfg.data_root) if cfg.data_root else None, cfg.data_options],
-        "split": [cfg.label_ratio, cfg.split_seed, os.path.abspath(cfg.split_dir) if cfg.split_dir else None],
+        "data": [cfg.dataset, path(cfg.data_root), cfg.data_options],
+        "split": [cfg.label_ratio, cfg.split_seed, path(cfg.split_dir)],
         "prior": [resolved["prior_provider"], resolved["prior_options"], env["proposal"]],
         "bank": [env["probe_size"], env["grid_size"]], "segmenter": seg,
         "warmup": [resolved["warmup_steps"], cfg.warmup_batch, cfg.seed], "version": 1,

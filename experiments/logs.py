@@ -85,7 +85,8 @@ def eval_panels(segmenter: Any, images: np.ndarray, priors: np.ndarray, phrases:
     size = images.shape[1]
     pictures = []
     for img, prior, pred, mask, phrase in zip(images, priors, preds, masks, phrases):
-        panels = [overlay(img, mask, OVERLAY_COLOURS["mask"]), overlay(img, prior, OVERLAY_COLOURS["prior"]),
+        panels = [overlay(img, mask, OVERLAY_COLOURS["mask"]),
+                  overlay(img, prior, OVERLAY_COLOURS["prior"]),
                   overlay(img, pred, OVERLAY_COLOURS["prediction"])]
         pictures.append(captioned_panel(panels, f"{phrase}  (truth | prior | prediction)",
                                         scale=max(1, 192 // size)))

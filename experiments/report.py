@@ -53,12 +53,16 @@ def summary_text(results: dict[str, Any]) -> str:
              metrics_table(results.get("metrics", {}))]
     pl = results.get("pseudo_labels") or {}
     if pl.get("steps"):
-        lines += ["", f"pseudo-labels: {pl['steps']} unlabeled samples, coverage {fmt(pl.get('coverage'), 1)}%, "
-                      f"precision {fmt(pl.get('pl_precision'), 1)}% (pixels {fmt(pl.get('pl_pixel_precision'), 1)}%), "
-                      f"fg precision {fmt(pl.get('pl_fg_precision'), 1)}%, fg recall {fmt(pl.get('pl_recall'), 1)}%, "
-                      f"mean reward {pl.get('mean_reward', 0.0):.4f}"]
+        def pct(key: str) -> str:
+            return fmt(pl.get(key), 1)
+
+        lines += ["", f"pseudo-labels: {pl['steps']} unlabeled samples, coverage {pct('coverage')}%, "
+                      f"precision {pct('pl_precision')}% (pixels {pct('pl_pixel_precision')}%), "
+                      f"fg precision {pct('pl_fg_precision')}%, fg recall {pct('pl_recall')}%, "
+                      f"mean reward {pl.get('mean_reward') or 0.0:.4f}"]
     timing = results.get("timing") or {}
     if timing:
-        parts = [f"{k} {v:.0f}s" for k, v in timing.items() if k.endswith("_s") and isinstance(v, (int, float))]
+        parts = [f"{k} {v:.0f}s" for k, v in timing.items()
+                 if k.endswith("_s") and isinstance(v, (int, float))]
         lines += ["", "time: " + ", ".join(parts)]
     return "\n".join(lines)

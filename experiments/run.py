@@ -33,11 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
                "(env.update_interval=16, segmenter.widths=[8,16,16,16], agent_options.n_steps=32). "
                f"Valid keys: {', '.join(C.valid_keys())}.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--config", help="TOML config file, or the name of a shipped config "
-                                    f"({', '.join(sorted(x.stem for x in C.CONFIG_DIR.glob('*.toml')))})")
+    shipped = ", ".join(sorted(x.stem for x in C.CONFIG_DIR.glob("*.toml")))
+    p.add_argument("--config", help=f"TOML config file, or the name of a shipped config ({shipped})")
     p.add_argument("--dataset", choices=["synthref", "refcoco", "refcoco+", "refcocog"])
-    p.add_argument("--data-root", dest="data_root", help="refer data root (RefCOCO) or SynthRef cache root")
-    p.add_argument("--label-ratio", dest="label_ratio", type=float, help="fraction of labeled train images")
+    p.add_argument("--data-root", dest="data_root",
+                   help="refer data root (RefCOCO) or SynthRef cache root")
+    p.add_argument("--label-ratio", dest="label_ratio", type=float,
+                   help="fraction of labeled train images")
     p.add_argument("--agent", help="agent name (l2l, threshold, sb3:ppo, ...)")
     p.add_argument("--prior", help="PROVIDER/ARG: simulated/<preset>, cache/<file>, mllm/<model dir>")
     p.add_argument("--seed", type=int)
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--cache-dir", dest="cache_dir", help="data and prior cache root")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="discard a previous run in OUT and start again")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard a previous run in OUT and start again")
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="validate the config and print it resolved, without touching data")
     p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
@@ -53,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-FLAG_KEYS = ("dataset", "data_root", "label_ratio", "agent", "prior", "seed", "out", "device", "cache_dir")
+FLAG_KEYS = ("dataset", "data_root", "label_ratio", "agent", "prior", "seed", "out", "device",
+             "cache_dir")
 
 
 def resolve(args: argparse.Namespace) -> tuple[C.RunConfig, dict[str, Any]]:
@@ -67,7 +71,8 @@ def resolve(args: argparse.Namespace) -> tuple[C.RunConfig, dict[str, Any]]:
         saved_file = Path(cfg.out or C.default_out(cfg)) / "config.json"
         if saved_file.is_file():
             saved = json.loads(saved_file.read_text())
-            base = C.from_dict({k: v for k, v in saved.items() if k != "resolved"}, where=f" in {saved_file}")
+            settings = {k: v for k, v in saved.items() if k != "resolved"}
+            base = C.from_dict(settings, where=f" in {saved_file}")
             base.out = saved.get("out")
             cfg = C.load_config(args.config, flags, args.overrides, base=base)
     resolved = C.validate(cfg, check_paths=not args.dry_run)
@@ -81,8 +86,10 @@ def dry_run(cfg: C.RunConfig, resolved: dict[str, Any]) -> int:
     full = C.resolved_dict(cfg, resolved)
     print(json.dumps(full, indent=2))
     provider, prior_opts = resolved["prior_provider"], resolved["prior_options"]
-    missing = C.missing_paths(cfg, provider, prior_opts, SegmenterConfig.from_dict(resolved["segmenter"]))
-    status = "valid" if not missing else "valid; on this machine it would not start yet: " + "; ".join(missing)
+    seg_cfg = SegmenterConfig.from_dict(resolved["segmenter"])
+    missing = C.missing_paths(cfg, provider, prior_opts, seg_cfg)
+    status = "valid" if not missing else \
+        "valid; on this machine it would not start yet: " + "; ".join(missing)
     print(f"config {status}", file=sys.stderr)
     return 0
 

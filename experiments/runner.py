@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import math
 import os
 import resource
 import signal
@@ -166,7 +165,8 @@ class Runner:
                 self.dist_info = self.state.get("dist_info")
             else:
                 if stage in ("start", "warmup"):
-                    self.open_logger("warmup", self.state.get("warmup_done") if stage == "warmup" else None)
+                    purge = self.state.get("warmup_done") if stage == "warmup" else None
+                    self.open_logger("warmup", purge)
                     with self.timed("warmup"):
                         self.warm_up()
                     if self.semi:
@@ -192,7 +192,9 @@ class Runner:
         from l2l_env.data import RefSplit, load_table
         from l2l_env.priors import load_priors
 
-        data_root = env_cfg.data_root if env_cfg.data_root or env_cfg.dataset != "synthref" else env_cfg.cache_dir
+        data_root = env_cfg.data_root
+        if data_root is None and env_cfg.dataset == "synthref":
+            data_root = env_cfg.cache_dir  # as the env does: SynthRef lives in the cache
         splits = ["train"] + list(self.resolved["eval_splits"])
         phrases: set[str] = set()
         for split in tqdm(splits, desc="data + priors", disable=not self.progress, leave=False):
@@ -232,7 +234,8 @@ class Runner:
 
             self.segmenter = Segmenter(SegmenterConfig.from_dict(env_cfg.segmenter))
             priors = load_priors(env_cfg.dataset, "train", RefSplit(self.train_table, "per_sentence"),
-                                 env_cfg.prior_provider, cache_dir=env_cfg.cache_dir, **env_cfg.prior_options)
+                                 env_cfg.prior_provider, cache_dir=env_cfg.cache_dir,
+                                 **env_cfg.prior_options)
             self.bank = build_bank(self.train_table, priors, self.segmenter.config.image_size,
                                    env_cfg.grid_size, proposal=env_cfg.proposal)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)

@@ -232,11 +232,11 @@ class PseudoLabelEnv(gym.Env):
 
     # ----------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly (segmenter, RNGs, position, pending
-        selections); see :meth:`load_state_dict`."""
+        """A deep-copied snapshot of everything needed to continue this run exactly (segmenter,
+        RNGs, position, pending selections); see :meth:`load_state_dict`."""
         if not self._started:
             raise RuntimeError("state_dict() before the first reset(): nothing to save yet")
-        return {
+        return copy.deepcopy({
             "segmenter": self.segmenter.state_dict(),
             "np_random": copy.deepcopy(self.np_random.bit_generator.state),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
@@ -246,7 +246,7 @@ class PseudoLabelEnv(gym.Env):
             "pending": [(int(r), s.copy(), t.copy()) for r, s, t in self._pending],
             "probe_miou": self._probe_miou,
             "initial_state": self._initial_state,
-        }
+        })  # a snapshot: later training must not change what was saved
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (the next step is the one the saved run would take)."""

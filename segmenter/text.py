@@ -57,9 +57,12 @@ class TextEncoder(nn.Module):
         self.model.eval()
         return self
 
-    def _encode(self, phrases: Sequence[str], device: torch.device
+    def _encode(self, phrases: Sequence[str], device: torch.device, fixed_length: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.tokenizer(list(phrases), padding=True, truncation=True,
+        # Cached features are padded to ``max_tokens`` so that a phrase's features do not depend
+        # on which other phrases shared its batch (reproducible runs and exact resume).
+        padding = "max_length" if fixed_length else True
+        batch = self.tokenizer(list(phrases), padding=padding, truncation=True,
                                max_length=self.max_tokens, return_tensors="pt")
         inputs = {k: v.to(device) for k, v in batch.items()}
         out = self.model(**inputs).last_hidden_state
@@ -81,7 +84,7 @@ class TextEncoder(nn.Module):
         for start in range(0, len(missing), 64):
             chunk = missing[start:start + 64]
             with torch.no_grad():
-                tokens, mask = self._encode(chunk, model_device)
+                tokens, mask = self._encode(chunk, model_device, fixed_length=True)
             for i, phrase in enumerate(chunk):
                 n = int(mask[i].sum())
                 self._cache[phrase] = tokens[i, :n].float().cpu()
