@@ -42,11 +42,14 @@ class Agent(abc.ABC):
     :cvar is_learner: whether :meth:`learn` does anything.
     :cvar preferred_label_source: the env ``label_source`` this agent is meant to run with
         (``"prior"`` for the prior baseline), or ``None`` for the env's default. Experiments read it.
+    :cvar needs_truth: an analysis-only oracle that reads the env's ground-truth observation
+        (``oracle_obs=True``); experiments turn it on for such agents and flag their results.
     """
 
     name: ClassVar[str] = ""
     is_learner: ClassVar[bool] = False
     preferred_label_source: ClassVar[str | None] = None
+    needs_truth: ClassVar[bool] = False
 
     @abc.abstractmethod
     def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:

@@ -1,21 +1,33 @@
-"""Heuristic selectors: one per-cell rule on the observation's maps each, no learning.
+"""Heuristic label constructors: one per-cell rule on the observation's maps each, no learning.
 
 All share :class:`CellRuleAgent`: a typed parameter dataclass, a vectorised ``rule`` over the
-batched maps that returns a boolean ``(B, G, G)`` selection, and JSON save/load of the parameters.
+batched maps that returns the ``(B, G, G)`` choice codes of the ``construct`` action
+(:data:`l2l_env.labels.CHOICES`: ignore, background, foreground, teacher), and JSON save/load of
+the parameters. With ``action_form="select"`` the same rule speaks the selection form (1 wherever
+the code is not ``ignore``), for the env's ``action="select"``.
 
-========== =================================================================================
-name        selects
-========== =================================================================================
-none        nothing (supervised-only baseline)
-all         every cell (naive self-training on the teacher's labels)
-threshold   cells where the teacher is confident: ``p > tau`` or ``p < 1 - tau`` (FixMatch)
-prior       every cell, labelled by the MLLM prior (``preferred_label_source = "prior"``);
-            nothing when the sample has no prior (its map is then flat 0.5) unless
-            ``skip_no_prior=False``
-agreement   cells where prior and teacher agree on the label and both are confident:
-            ``teacher > tau and prior > prior_tau`` or ``teacher < 1 - tau and prior < 1 - prior_tau``
-random      each cell independently with probability ``p`` (seeded)
-========== =================================================================================
+================== ==========================================================================
+name                constructs
+================== ==========================================================================
+none                nothing (supervised-only baseline)
+all                 the teacher's label everywhere (naive self-training)
+threshold           the teacher's label where it is confident: ``p > tau`` or ``p < 1 - tau``
+                    (FixMatch)
+prior               the MLLM prior's label everywhere (foreground where the proposal is above
+                    0.5); nothing when the sample has no prior (its map is then flat 0.5) unless
+                    ``skip_no_prior=False``
+agreement           the label where prior and teacher agree and both are confident:
+                    ``teacher > tau and prior > prior_tau`` or the same for background
+fusion              the prior inside its box where the teacher agrees (foreground), nothing inside
+                    the box where they disagree, the teacher's label outside the box
+random              the teacher's label on each cell with probability ``p`` (seeded)
+oracle-select       the teacher's label exactly where it is right (analysis only: reads the truth)
+oracle-construct    the teacher's label where it is right, else the prior's where that is right,
+                    else nothing (analysis only: reads the truth)
+================== ==========================================================================
+
+The oracles set ``needs_truth``: they run only in an env made with ``oracle_obs=True``, whose
+``info["oracle"]`` then says so; experiments label them ``oracle-*`` in every table.
 """
 
 from __future__ import annotations
@@ -30,6 +42,9 @@ import numpy as np
 
 from agents.base import Agent, read_manifest, register, write_manifest
 from agents.obs import Obs, as_batch, unbatch
+from l2l_env.labels import BACKGROUND, FOREGROUND, IGNORE, TEACHER
+
+ACTION_FORMS = ("construct", "select")
 
 
 @dataclass(frozen=True)
@@ -90,12 +105,18 @@ class CellRuleAgent(Agent):
     """A heuristic: a vectorised per-cell rule on the maps.
 
     Subclasses set ``Params`` (a frozen dataclass with defaults) and implement :meth:`rule`.
-    Construct with the parameters as keywords (``make("threshold", tau=0.95)``) or ``params=``.
+    Construct with the parameters as keywords (``make("threshold", tau=0.95)``) or ``params=``;
+    ``action_form`` is ``"construct"`` (codes) or ``"select"`` (0/1).
     """
 
     Params: ClassVar[type] = NoParams
 
-    def __init__(self, params: Any | None = None, **kwargs: Any) -> None:
+    def __init__(self, params: Any | None = None, action_form: str = "construct",
+                 **kwargs: Any) -> None:
+        if action_form not in ACTION_FORMS:
+            raise ValueError(f"agent {self.name!r}: action_form={action_form!r}; expected one of "
+                             f"{ACTION_FORMS}")
+        self.action_form = action_form
         if params is not None and kwargs:
             raise TypeError(f"{type(self).__name__}: pass params= or keywords, not both")
         if params is None:
@@ -111,19 +132,24 @@ class CellRuleAgent(Agent):
         self.params = params
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
-        """Boolean ``(B, G, G)`` selection from batched maps (``maps["teacher"]`` is ``(B, G, G)``;
+        """``(B, G, G)`` choice codes from batched maps (``maps["teacher"]`` is ``(B, G, G)``;
         vector keys keep their ``(B, D)`` shape)."""
         raise NotImplementedError
 
     def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:
         batch, single = as_batch(obs)
+        if self.needs_truth and "truth" not in batch:
+            raise ValueError(f"agent {self.name!r} is an oracle: it needs the env's ground-truth "
+                             "observation (make the env with oracle_obs=True)")
         maps = {k: (v[:, 0] if v.ndim == 4 and v.shape[1] == 1 else v) for k, v in batch.items()}
-        sel = np.asarray(self.rule(maps), dtype=bool)
+        codes = np.asarray(self.rule(maps)).astype(np.int8)
         b, g = maps["prior"].shape[0], maps["prior"].shape[-1]
-        if sel.shape != (b, g, g):
-            raise RuntimeError(f"{type(self).__name__}.rule returned shape {sel.shape}, "
+        if codes.shape != (b, g, g):
+            raise RuntimeError(f"{type(self).__name__}.rule returned shape {codes.shape}, "
                                f"expected {(b, g, g)}")
-        return unbatch(sel.reshape(b, g * g).astype(np.int8), single)
+        if self.action_form == "select":
+            codes = (codes != IGNORE).astype(np.int8)
+        return unbatch(codes.reshape(b, g * g), single)
 
     def state(self) -> dict[str, Any]:
         """Extra state to save beside the parameters (JSON-serialisable)."""
@@ -134,14 +160,14 @@ class CellRuleAgent(Agent):
 
     def save(self, path: str | Path) -> Path:
         return write_manifest(path, self.name, params=dataclasses.asdict(self.params),
-                              state=self.state())
+                              action_form=self.action_form, state=self.state())
 
     @classmethod
     def load(cls, path: str | Path) -> CellRuleAgent:
         data = read_manifest(path)
         if data["name"] != cls.name:
             raise ValueError(f"{Path(path)}: saved agent is {data['name']!r}, not {cls.name!r}")
-        agent = cls(**data.get("params", {}))
+        agent = cls(action_form=data.get("action_form", "construct"), **data.get("params", {}))
         agent.set_state(data.get("state", {}))
         return agent
 
@@ -149,8 +175,8 @@ class CellRuleAgent(Agent):
         return f"{type(self).__name__}({self.params})"
 
 
-def _fill(maps: dict[str, np.ndarray], value: bool) -> np.ndarray:
-    return np.full(maps["prior"].shape, value, dtype=bool)
+def _fill(maps: dict[str, np.ndarray], code: int) -> np.ndarray:
+    return np.full(maps["prior"].shape, code, dtype=np.int8)
 
 
 def _confident(p: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -158,62 +184,85 @@ def _confident(p: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     return p > tau, p < 1.0 - tau
 
 
+def _no_prior(maps: dict[str, np.ndarray]) -> np.ndarray:
+    """``(B, 1, 1)`` bool: samples whose MLLM gave no box."""
+    flag = maps.get("no_prior")
+    b = maps["prior"].shape[0]
+    return np.zeros((b, 1, 1), bool) if flag is None else flag.reshape(-1, 1, 1) > 0.5
+
+
+def _prior_label(maps: dict[str, np.ndarray]) -> np.ndarray:
+    """The prior's label per cell: foreground where the proposal is above 0.5."""
+    return np.where(maps["prior"] > 0.5, FOREGROUND, BACKGROUND).astype(np.int8)
+
+
 @register("none")
 class NoneAgent(CellRuleAgent):
-    """Selects nothing: the supervised-only baseline."""
+    """Labels nothing: the supervised-only baseline."""
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
-        return _fill(maps, False)
+        return _fill(maps, IGNORE)
 
 
 @register("all")
 class AllAgent(CellRuleAgent):
-    """Selects every cell: naive self-training on the teacher's labels."""
+    """The teacher's label everywhere: naive self-training."""
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
-        return _fill(maps, True)
+        return _fill(maps, TEACHER)
 
 
 @register("threshold")
 class ThresholdAgent(CellRuleAgent):
-    """Cells where the teacher is confident (FixMatch-style)."""
+    """The teacher's label where it is confident (FixMatch-style)."""
 
     Params = ThresholdParams
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
         fg, bg = _confident(maps["teacher"], self.params.tau)
-        return fg | bg
+        return np.where(fg | bg, TEACHER, IGNORE).astype(np.int8)
 
 
 @register("prior")
 class PriorAgent(CellRuleAgent):
-    """Every cell, labelled by the MLLM prior: run the env with ``label_source="prior"``."""
+    """The MLLM prior's label everywhere (under ``select``: the env's ``label_source="prior"``)."""
 
     Params = PriorParams
     preferred_label_source = "prior"
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
-        sel = _fill(maps, True)
-        if self.params.skip_no_prior and "no_prior" in maps:
-            sel &= ~(maps["no_prior"].reshape(-1, 1, 1) > 0.5)
-        return sel
+        codes = _prior_label(maps)
+        if self.params.skip_no_prior:
+            codes = np.where(_no_prior(maps), IGNORE, codes).astype(np.int8)
+        return codes
 
 
 @register("agreement")
 class AgreementAgent(CellRuleAgent):
-    """Cells where prior and teacher agree on the label and both are confident."""
+    """The label where prior and teacher agree and both are confident."""
 
     Params = AgreementParams
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
         t_fg, t_bg = _confident(maps["teacher"], self.params.tau)
         p_fg, p_bg = _confident(maps["prior"], self.params.prior_tau)
-        return (t_fg & p_fg) | (t_bg & p_bg)
+        return np.select([t_fg & p_fg, t_bg & p_bg], [TEACHER, TEACHER], IGNORE).astype(np.int8)
+
+
+@register("fusion")
+class FusionAgent(CellRuleAgent):
+    """The prior inside its box where the teacher agrees, the teacher's label outside the box."""
+
+    def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
+        inside = (maps["prior"] > 0.5) & ~_no_prior(maps)
+        agree = maps["teacher"] > 0.5
+        return np.where(inside, np.where(agree, FOREGROUND, IGNORE), TEACHER).astype(np.int8)
 
 
 @register("random")
 class RandomAgent(CellRuleAgent):
-    """Each cell independently with probability ``p``; its generator state is saved."""
+    """The teacher's label on each cell independently with probability ``p``; its generator state
+    is saved."""
 
     Params = RandomParams
 
@@ -222,7 +271,8 @@ class RandomAgent(CellRuleAgent):
         self.rng = np.random.default_rng(self.params.seed)
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
-        return self.rng.random(maps["prior"].shape) < self.params.p
+        return np.where(self.rng.random(maps["prior"].shape) < self.params.p, TEACHER,
+                        IGNORE).astype(np.int8)
 
     def state(self) -> dict[str, Any]:
         return {"bit_generator": json.loads(json.dumps(self.rng.bit_generator.state))}
@@ -230,3 +280,31 @@ class RandomAgent(CellRuleAgent):
     def set_state(self, state: dict[str, Any]) -> None:
         if "bit_generator" in state:
             self.rng.bit_generator.state = state["bit_generator"]
+
+
+def _right(maps: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """Where the label of ``key``'s map agrees with the ground-truth majority of the cell."""
+    return (maps[key] > 0.5) == (maps["truth"] > 0.5)
+
+
+@register("oracle-select")
+class OracleSelectAgent(CellRuleAgent):
+    """Analysis only: keeps exactly the cells where the teacher's label is right."""
+
+    needs_truth = True
+
+    def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
+        return np.where(_right(maps, "teacher"), TEACHER, IGNORE).astype(np.int8)
+
+
+@register("oracle-construct")
+class OracleConstructAgent(CellRuleAgent):
+    """Analysis only: the teacher's label where it is right, else the prior's where that is right
+    (never on a sample without a prior), else nothing."""
+
+    needs_truth = True
+
+    def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
+        prior_ok = _right(maps, "prior") & ~_no_prior(maps)
+        return np.select([_right(maps, "teacher"), prior_ok], [TEACHER, _prior_label(maps)],
+                         IGNORE).astype(np.int8)

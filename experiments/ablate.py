@@ -182,8 +182,11 @@ def collect(out: Path, runs: Sequence[RunSpec], split: str | None) -> tuple[dict
         cell = cells.setdefault((spec.agent, spec.ratio), {})
         for k in TABLE_METRICS:
             cell.setdefault(k, []).append(float(metrics[s][k]))
-        cell.setdefault("pl_precision", []).append(
-            float((res.get("pseudo_labels") or {}).get("pl_precision") or float("nan")))
+        pl = res.get("pseudo_labels") or {}
+        cell.setdefault("pl_precision", []).append(float(pl.get("pl_precision") or float("nan")))
+        last = (pl.get("curves") or [{}])[-1]
+        for key in ("pl_iou_prior", "pl_iou_teacher", "pl_iou_label"):  # at the end of the loop
+            cell.setdefault(f"{key}_end", []).append(float(last.get(key, float("nan"))))
         cell.setdefault("loop_s_per_1000", []).append(
             float((res.get("timing") or {}).get("loop_s_per_1000_samples", float("nan"))))
     return cells, used or "val"
@@ -200,6 +203,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def _label(agent: str) -> str:
     names = {SUPERVISED_ONLY: "supervised only (none)", FULLY_SUPERVISED: "fully supervised (100%)"}
+    if agent.startswith("oracle"):
+        return f"{agent} (oracle: reads ground truth, analysis only)"
     return names.get(agent, agent)
 
 
@@ -297,10 +302,26 @@ def plot(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], split
     plt.close(fig)
 
 
+def result_splits(out: Path, runs: Sequence[RunSpec]) -> list[str]:
+    """The evaluation splits of the finished runs, in the order their results list them."""
+    for spec in runs:
+        f = out / "runs" / spec.name / "results.json"
+        if f.is_file():
+            return list(json.loads(f.read_text()).get("metrics", {}))
+    return []
+
+
 def write_outputs(out: Path, runs: Sequence[RunSpec], agent_names: Sequence[str],
                   ratios: Sequence[float], seeds: Sequence[int], split: str | None) -> dict[str, Path]:
+    """``table.md`` (the table split first, then the other splits), ``table.csv`` (every split)
+    and ``plot.png`` (the table split)."""
     cells, used = collect(out, runs, split)
     md, rows = tables(cells, agent_names, ratios, used, seeds)
+    for other in [s for s in result_splits(out, runs) if s != used]:
+        other_cells, _ = collect(out, runs, other)
+        other_md, other_rows = tables(other_cells, agent_names, ratios, other, seeds)
+        md += "\n\n## " + other + "\n\n" + other_md
+        rows += other_rows
     (out / "table.md").write_text(md + "\n")
     with open(out / "table.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["agent", "label_ratio", "split", "metric", "mean", "std",

@@ -359,7 +359,7 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in cfg.agent_options.items() if k not in per_agent}
     kwargs.update(copy.deepcopy(per_agent.get(cfg.agent, {})))
     if issubclass(cls, CellRuleAgent):
-        accepted = {f.name for f in dataclasses.fields(cls.Params)}
+        accepted = {f.name for f in dataclasses.fields(cls.Params)} | {"action_form"}
     elif cls.__name__ == "L2LAgent":
         from agents.l2l import L2LConfig
         accepted = {f.name for f in dataclasses.fields(L2LConfig)}
@@ -370,6 +370,9 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
         kwargs.setdefault("seed", cfg.seed)
     if "device" in accepted:
         kwargs.setdefault("device", cfg.device)
+    if "action_form" in accepted:  # the agent speaks the env's action form
+        from l2l_env.config import EnvConfig
+        kwargs.setdefault("action_form", cfg.env.get("action", EnvConfig.action))
     if cfg.agent.startswith("sb3:") and cfg.agent.split(":", 1)[1].lower() in ("ppo", "a2c"):
         kwargs.setdefault("n_steps", 64)
         if cfg.agent.lower() == "sb3:ppo":
@@ -407,6 +410,9 @@ def env_kwargs(cfg: RunConfig, agent_label_source: str | None = None) -> dict[st
     }
     if agent_label_source is not None:
         kwargs["label_source"] = agent_label_source
+    import agents
+    if agents.agent_class(cfg.agent).needs_truth:  # analysis-only oracle: info["oracle"] says so
+        kwargs["oracle_obs"] = True
     kwargs.update(copy.deepcopy(cfg.env))
     return kwargs
 

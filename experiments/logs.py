@@ -48,30 +48,25 @@ class RunLogger:
             self.writer = None
 
 
-def selection_panels(segmenter: Any, bank: Any, rows: Sequence[int], selections: Sequence[np.ndarray],
-                     grid_size: int) -> np.ndarray:
-    """One picture (H, W, 3) uint8: per sample a row of image | prior | prediction | selection
-    (selected cells tinted by their pseudo-label: foreground cyan, background dark), captioned
-    with the phrase."""
+def selection_panels(segmenter: Any, bank: Any, constructions: Sequence[dict[str, Any]]) -> np.ndarray:
+    """One picture (H, W, 3) uint8: per construction (the env's ``last_construction`` records,
+    ``row`` into ``bank``) a row of image | prior | prediction | constructed label (labeled
+    foreground cyan, labeled background dark), captioned with the phrase."""
+    from experiments.pictures import label_overlay
     from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
-    rows = list(rows)
-    images = bank.images[rows]
-    priors = bank.priors[rows]
+    rows = [int(c["row"]) for c in constructions]
+    images, priors = bank.images[rows], bank.priors[rows]
     phrases = [bank.phrases[r] for r in rows]
     preds = segmenter.predict(images, priors, phrases)
     size = images.shape[1]
-    scale = size // grid_size
     pictures = []
-    for img, prior, pred, sel, phrase in zip(images, priors, preds, selections, phrases):
-        cells = np.asarray(sel, dtype=np.float32).reshape(grid_size, grid_size)
-        sel_full = np.kron(cells, np.ones((scale, scale), np.float32))
-        fg = sel_full * (pred > 0.5)
-        shown = overlay(img, sel_full, (40, 40, 40), alpha=0.5)
-        shown = overlay(shown, fg, OVERLAY_COLOURS["selection"], alpha=0.7)
+    for img, prior, pred, built, phrase in zip(images, priors, preds, constructions, phrases):
         panels = [img, overlay(img, prior, OVERLAY_COLOURS["prior"]),
-                  overlay(img, pred, OVERLAY_COLOURS["prediction"]), shown]
-        caption = f"{phrase}  (prior | prediction | selection, {cells.mean() * 100:.0f}% cells)"
+                  overlay(img, pred, OVERLAY_COLOURS["prediction"]),
+                  label_overlay(img, built["label"], built["weight"])]
+        caption = (f"{phrase}  (prior | prediction | label, {built['weight'].mean() * 100:.0f}% "
+                   "labeled)")
         pictures.append(captioned_panel(panels, caption, scale=max(1, 192 // size)))
     return np.asarray(grid(pictures, columns=1))
 

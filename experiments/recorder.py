@@ -17,19 +17,23 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-STEP_KEYS = ("reward", "coverage", "pl_precision", "pl_fg_precision", "pl_recall", "label_fg_fraction")
-"""Per-step scalars averaged over the loop (the ``pl_*`` ones are diagnostics against ground truth)."""
+STEP_KEYS = ("reward", "coverage", "pl_precision", "pl_fg_precision", "pl_recall", "label_fg_fraction",
+             "pl_iou_prior", "pl_iou_teacher", "pl_iou_label")
+"""Per-step scalars averaged over the loop (the ``pl_*`` ones are diagnostics against ground truth,
+on unlabeled steps only: ``pl_iou_*`` is the IoU of the prior, the teacher and the constructed
+label with the mask, ``pl_precision`` the accuracy of the labeled pixels)."""
 PIXEL_KEYS = ("pl_selected_pixels", "pl_correct_pixels")
 
 
 class StepRecorder(gym.Wrapper):
     """Passes every call through; keeps the scalars of each step until :meth:`drain` and the last
-    ``keep_actions`` (sample id, action) pairs for overlay images."""
+    ``keep_actions`` constructions of unlabeled samples (the env's ``last_construction``: row,
+    codes, label, weight, teacher map) for pictures."""
 
     def __init__(self, env: gym.Env, keep_actions: int = 4) -> None:
         super().__init__(env)
         self.steps: list[dict[str, float]] = []
-        self.recent: deque[tuple[str, np.ndarray]] = deque(maxlen=max(1, keep_actions))
+        self.recent: deque[dict[str, Any]] = deque(maxlen=max(1, keep_actions))
         self.total_steps = 0
         self.on_step: Callable[[int], None] | None = None
 
@@ -47,7 +51,9 @@ class StepRecorder(gym.Wrapper):
         for name, value in (info.get("reward_components") or {}).items():
             rec[f"reward_{name}"] = float(value)
         self.steps.append(rec)
-        self.recent.append((str(info.get("sample_id", "")), np.asarray(action).astype(np.int8).copy()))
+        built = getattr(self.env.unwrapped, "last_construction", None)
+        if built is not None and not info.get("calibration", False):
+            self.recent.append({**built, "sample_id": str(info.get("sample_id", ""))})
         self.total_steps += 1
         if self.on_step is not None:
             self.on_step(self.total_steps)

@@ -220,7 +220,7 @@ class Runner:
             self.data_info["shard"] = D.shard_unlabeled(u, self.ctx)
             self.segmenter = u.segmenter
             self.bank = u.labeled
-            self.recorder = StepRecorder(env, keep_actions=max(1, self.cfg.log_images))
+            self.recorder = StepRecorder(env, keep_actions=max(4, self.cfg.log_images))
             self.env = env
             self.data_info.update(labeled_samples=len(u.labeled), probe_samples=len(u.probe),
                                   unlabeled_samples=len(u.unlabeled),
@@ -243,8 +243,33 @@ class Runner:
         D.wrap_segmenter(self.segmenter, self.ctx)
         seg = self.segmenter
         if seg.config.use_text and seg.config.freeze_text:
-            for start in range(0, len(self.phrases), TEXT_BATCH):
-                seg.text_features(self.phrases[start:start + TEXT_BATCH])
+            self.encode_phrases(env_cfg.cache_dir)
+
+    def encode_phrases(self, cache_root: str | None) -> None:
+        """Encode every phrase of the run once, in a fixed order; the features of a frozen encoder
+        are kept on disk, keyed by the encoder and the phrases, so later runs read them."""
+        import io
+
+        from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
+
+        seg = self.segmenter
+        key = config_key({"encoder": seg.config.text_encoder, "max_tokens": seg.config.max_tokens,
+                          "phrases": config_key(self.phrases, 32)})
+        file = cache_dir(cache_root) / "text" / f"features-{key}.pt"
+        if file.is_file():
+            try:
+                seg.text_encoder.add_cached(torch.load(file, map_location="cpu", weights_only=True))
+                self.data_info["text_features_from_cache"] = str(file)
+                return
+            except (RuntimeError, EOFError, ValueError, OSError) as err:  # corrupt: rebuild it
+                print(f"warning: text feature cache {file} is unreadable ({err}); rebuilding it")
+        for start in range(0, len(self.phrases), TEXT_BATCH):
+            seg.text_features(self.phrases[start:start + TEXT_BATCH])
+        if self.ctx.is_main:
+            features = seg.text_encoder.cached_features()
+            buf = io.BytesIO()
+            torch.save({p: features[p] for p in self.phrases if p in features}, buf)
+            atomic_write_bytes(file, buf.getvalue())
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:
@@ -468,18 +493,31 @@ class Runner:
         if not n or self.logger.writer is None:
             return
         if self.semi and self.recorder is not None and self.recorder.recent:
-            bank = self.env.unwrapped.unlabeled
-            index = {sid: i for i, sid in enumerate(bank.sample_ids)}
-            recent = [(index[s], a) for s, a in self.recorder.recent if s in index][-n:]
-            if recent:
-                pic = selection_panels(self.segmenter, bank, [r for r, _ in recent],
-                                       [a for _, a in recent], self.env.unwrapped.grid_size)
-                self.logger.image("samples/unlabeled_selection", pic, step)
+            recent = list(self.recorder.recent)[-n:]
+            pic = selection_panels(self.segmenter, self.env.unwrapped.loop_bank, recent)
+            self.logger.image("samples/unlabeled_labels", pic, step)
         bank = self.bank
         rows = list(range(min(n, len(bank))))
         pic = eval_panels(self.segmenter, bank.images[rows], bank.priors[rows],
                           [bank.phrases[r] for r in rows], bank.masks[rows])
         self.logger.image("samples/labeled", pic, step)
+
+    def write_pictures(self) -> None:
+        """``OUT/pseudo_label_quality.png`` and ``OUT/samples.png`` (semi-supervised runs)."""
+        from PIL import Image
+
+        from experiments.pictures import quality_plot, samples_picture
+
+        curves = self.stats.curves
+        if any("pl_iou_label" in c for c in curves):
+            title = f"{self.cfg.dataset}, {self.cfg.label_ratio:.0%} labels, agent {self.cfg.agent}"
+            quality_plot(curves, self.out / "pseudo_label_quality.png", title)
+        env = self.env.unwrapped
+        recent = list(self.recorder.recent) if self.recorder is not None else []
+        if recent and env.config.diagnostics:
+            truths = [env.diagnostic_mask(int(c["row"])) for c in recent]
+            pic = samples_picture(self.segmenter, env.loop_bank, recent, truths)
+            Image.fromarray(pic).save(self.out / "samples.png")
 
     def evaluate(self, t_wall: float) -> dict[str, Any]:
         from l2l_env.evaluation import evaluate_segmenter
@@ -495,6 +533,8 @@ class Runner:
                     metrics[split] = {k: float(v) for k, v in m.items()}
                     self.logger.scalars(f"eval/{split}", metrics[split], step)
                 self.log_images(step)
+                if self.semi:
+                    self.write_pictures()
         D.barrier(self.ctx)
         self.timing["wall_s_this_process"] = time.perf_counter() - t_wall
         steps = self.stats.steps

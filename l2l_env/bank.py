@@ -70,6 +70,19 @@ class SampleBank:
                           None if self.masks is None else self.masks[idx])
 
 
+def concat_banks(first: SampleBank, second: SampleBank) -> SampleBank:
+    """The rows of ``first`` then those of ``second`` (masks dropped unless both have them)."""
+    n = len(first)
+    masks = (np.concatenate([first.masks, second.masks])
+             if first.masks is not None and second.masks is not None else None)
+    return SampleBank(first.sample_ids + second.sample_ids, first.phrases + second.phrases,
+                      np.concatenate([first.images, second.images]),
+                      np.concatenate([first.priors, second.priors]),
+                      np.concatenate([first.prior_grid, second.prior_grid]),
+                      np.concatenate([first.no_prior, second.no_prior]),
+                      first.ref_rows + [[r + n for r in g] for g in second.ref_rows], masks)
+
+
 def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
                proposal: str = "box", with_masks: bool = True) -> SampleBank:
     """Prepare every sentence of ``table``: images, proposals from ``priors`` (a PriorTable), masks.
@@ -121,6 +134,10 @@ class GroundTruthVault:
     @property
     def available(self) -> bool:
         return self._masks is not None
+
+    def take(self, rows: list[int] | np.ndarray) -> GroundTruthVault:
+        """The vault of the listed rows (in that order), e.g. one rank's shard of the pool."""
+        return GroundTruthVault(None if self._masks is None else self._masks[np.asarray(rows)])
 
     def mask(self, row: int) -> np.ndarray:
         if self._masks is None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LABEL_SOURCES = ("teacher", "prior", "fused")
+ACTION_FORMS = ("construct", "select")
 
 
 @dataclass
@@ -24,22 +25,29 @@ class EnvConfig:
         segmenter: overrides of :class:`segmenter.SegmenterConfig` (ignored when a segmenter object is
         handed in). warmup_steps: supervised steps on the labeled split at construction (0: none).
         checkpoint: a segmenter checkpoint to start from.
-    Selection and self-evolution
-        grid_size: the action grid G (the action is ``MultiBinary(G*G)``).
-        label_source: where a selected cell's label value comes from (teacher, prior, fused).
+    Label construction and self-evolution
+        grid_size: the action grid G.
+        action: ``construct`` (per cell ignore / background / foreground / teacher,
+        ``MultiDiscrete([4] * G*G)``) or ``select`` (keep a cell's ``label_source`` label or not,
+        ``MultiBinary(G*G)``: the selection ablation). label_source: where a selected cell's label
+        value comes from under ``select`` (teacher, prior, fused).
+        calibration_every: every N-th loop step visits a held-out labeled probe sample, scored by
+        the ``heldout`` reward and never trained on (0: none).
         update_interval: K, the segmenter trains every K steps on labeled data + the K selections.
         update_steps: optimiser steps per update; labeled_batch: labeled samples per optimiser step.
         pseudo_weight: loss weight of a pseudo-labeled pixel (labeled pixels weigh 1).
         episode_steps: steps per episode (then truncated). progress_horizon: steps at which the
         ``progress`` observation reaches 1.
     Reward
-        reward: ``hybrid`` (default), ``agreement``, ``utility`` or ``oracle`` (analysis only).
+        reward: ``heldout`` (default), ``hybrid``, ``agreement``, ``utility`` or ``oracle``
+        (analysis only).
         reward_options: keyword arguments of the reward (weights, margins). probe_size: labeled samples
         held out of training to measure the ``utility`` reward.
     Other
         include_image: add the down-sampled image to the observation. diagnostics: compute
         pseudo-label precision/recall against ground truth in ``info`` (never used for learning).
-        device, seed.
+        oracle_obs: add the ground truth per cell to the observation (analysis only: the oracle
+        agents; needs ``diagnostics``). device, seed.
     """
 
     dataset: str = "synthref"
@@ -56,18 +64,21 @@ class EnvConfig:
     warmup_steps: int = 0
     checkpoint: str | None = None
     grid_size: int = 32
+    action: str = "construct"
     label_source: str = "teacher"
+    calibration_every: int = 4
     update_interval: int = 32
     update_steps: int = 2
     labeled_batch: int = 16
     pseudo_weight: float = 1.0
     episode_steps: int = 128
     progress_horizon: int = 4096
-    reward: str = "hybrid"
+    reward: str = "heldout"
     reward_options: dict[str, Any] = field(default_factory=dict)
     probe_size: int = 32
     include_image: bool = False
     diagnostics: bool = True
+    oracle_obs: bool = False
     device: str = "cpu"
     seed: int = 0
 
@@ -79,6 +90,12 @@ class EnvConfig:
             (0.0 < self.label_ratio <= 1.0, "label_ratio", "a fraction in (0, 1]"),
             (self.grid_size >= 1, "grid_size", "a positive integer"),
             (self.label_source in LABEL_SOURCES, "label_source", f"one of {LABEL_SOURCES}"),
+            (self.action in ACTION_FORMS, "action", f"one of {ACTION_FORMS}"),
+            (self.calibration_every >= 0, "calibration_every", "a non-negative integer"),
+            (self.diagnostics or not self.oracle_obs, "oracle_obs",
+             "false when diagnostics=false (the oracle observation needs the ground truth)"),
+            (self.reward != "heldout" or self.calibration_every > 0, "reward",
+             "another reward when calibration_every=0 (heldout scores calibration steps only)"),
             (self.update_interval >= 1, "update_interval", "a positive integer"),
             (self.update_steps >= 0, "update_steps", "a non-negative integer"),
             (self.labeled_batch >= 0, "labeled_batch", "a non-negative integer"),

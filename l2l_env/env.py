@@ -9,7 +9,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, pool_to_grid
+from l2l_env import labels as L
+from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, concat_banks, pool_to_grid
 from l2l_env.config import EnvConfig, make_config
 from l2l_env.data import RefSplit, label_split, load_table
 from l2l_env.rewards import StepContext, make_reward
@@ -24,16 +25,24 @@ class PseudoLabelEnv(gym.Env):
     The unlabeled train samples of a referring-segmentation data set (SynthRef by default) are
     visited one per step in a seeded order. The state bundles the MLLM prior (a soft proposal from a
     grounded box), the student's and the EMA teacher's predictions and their uncertainty, at an
-    action grid of G x G cells. The agent chooses the cells whose pixels become pseudo-labels; the
-    label *value* of a selected cell comes from ``label_source`` (teacher, prior or their fusion).
-    Every ``update_interval`` steps the coupled segmenter trains on labeled data plus the selected
-    pseudo-labels (unselected pixels are ignored by the loss), its EMA teacher updates, and later
-    states reflect the new segmenter: segmenter and pseudo-labels evolve together.
+    action grid of G x G cells. The agent *constructs* each sample's pseudo-label cell by cell
+    (:mod:`l2l_env.labels`). Every ``update_interval`` steps the coupled segmenter trains on labeled
+    data plus the constructed pseudo-labels (ignored pixels are skipped by the loss), its EMA
+    teacher updates, and later states reflect the new segmenter: segmenter and pseudo-labels
+    evolve together.
+
+    With ``calibration_every = N > 0`` every N-th step visits a held-out *labeled* sample of the
+    probe instead (it looks like any other sample in the observation); its constructed label is
+    not trained on but scored against its own mask by the ``heldout`` reward. ``info["scored"]``
+    says which steps carry such a score.
 
     ## Action Space
-    ``MultiBinary(G*G)``, flat in row-major grid order (SB3 supports only flat MultiBinary). Any
-    numeric dtype whose values are exactly 0 or 1 is accepted; other shapes, values or NaN raise
-    ``ValueError``. ``l2l_env.wrappers`` gives per-cell weights and two-threshold forms.
+    ``action="construct"`` (default): ``MultiDiscrete([4] * G*G)``, flat in row-major grid order,
+    per cell 0 ignore, 1 background, 2 foreground, 3 the teacher's pixel labels.
+    ``action="select"`` (the selection ablation): ``MultiBinary(G*G)``, 1 keeps the cell with the
+    label of ``label_source`` (teacher, prior or their fusion). Any numeric dtype with exact
+    integer values in range is accepted; other shapes, values or NaN raise ``ValueError``.
+    ``l2l_env.wrappers`` gives per-cell weights and two-threshold forms of ``select``.
 
     ## Observation Space
     ``Dict`` of float32, channel-first, at the action grid:
@@ -42,14 +51,17 @@ class PseudoLabelEnv(gym.Env):
     ``text`` (D,) in [-1, 1] (L2-normalised mean of the phrase's token features); ``no_prior`` (1,)
     in {0, 1} (the MLLM gave no box: the prior map is then flat 0.5); ``progress`` (1,) in [0, 1]
     (steps since the start of the run over ``progress_horizon``); with ``include_image=True`` also
-    ``image`` (3, G, G) in [0, 1].
+    ``image`` (3, G, G) in [0, 1]; with ``oracle_obs=True`` (analysis only: the oracle agents)
+    also ``truth`` (1, G, G), the ground-truth foreground fraction per cell.
 
     ## Rewards
-    By name (``l2l_env.rewards``): ``hybrid`` (default) = ``agreement`` (per selected cell, the
-    agreement of prior, teacher and student with its label, minus a margin) + ``utility`` (on update
-    steps, the change of the student's mIoU on a held-out labeled probe). ``oracle`` (IoU with the
-    ground truth) is for analysis only; ``info["oracle"]`` says when it is in use. No other reward
-    and nothing that trains the segmenter reads an unlabeled sample's ground truth.
+    By name (``l2l_env.rewards``): ``heldout`` (default: the exact per-cell score of the
+    constructed label on the held-out labeled samples of the loop), ``hybrid`` = ``agreement``
+    (per selected cell, the agreement of prior, teacher and student with its label, minus a
+    margin) + ``utility`` (on update steps, the change of the student's mIoU on a held-out labeled
+    probe). ``oracle`` (IoU with the ground truth) and ``oracle_obs`` are for analysis only;
+    ``info["oracle"]`` says when either is in use. No other reward and nothing that trains the
+    segmenter reads an unlabeled sample's ground truth.
 
     ## Starting State and Episode End
     ``reset(seed=s)`` restores the start of the run exactly (segmenter, teacher, optimiser, sample
@@ -93,10 +105,15 @@ class PseudoLabelEnv(gym.Env):
         obs_spaces["progress"] = spaces.Box(0.0, 1.0, (1,), np.float32)
         if cfg.include_image:
             obs_spaces["image"] = spaces.Box(0.0, 1.0, (3, G, G), np.float32)
+        if cfg.oracle_obs:
+            obs_spaces["truth"] = grid_map
         self.observation_space = spaces.Dict(obs_spaces)
-        self.action_space = spaces.MultiBinary(G * G)
+        self.action_space = (spaces.MultiDiscrete(np.full(G * G, len(L.CHOICES), dtype=np.int64))
+                             if cfg.action == "construct" else spaces.MultiBinary(G * G))
         self._started = False
         self._last_selection: np.ndarray | None = None
+        self.last_construction: dict[str, Any] | None = None
+        """The last step's loop row, choice codes, label, weight and teacher map (for pictures)."""
 
     # ----------------------------------------------------------------- construction
     @staticmethod
@@ -131,6 +148,25 @@ class PseudoLabelEnv(gym.Env):
         self._truth = GroundTruthVault(unlabeled.masks)
         unlabeled.masks = None  # from here on only the vault holds them
         self.unlabeled: SampleBank = unlabeled
+        if cfg.calibration_every and len(self.probe) == 0:
+            raise ValueError(f"calibration_every={cfg.calibration_every} needs held-out labeled "
+                             f"samples, but probe_size={cfg.probe_size} with "
+                             f"{labeled.num_refs} labeled objects leaves none")
+
+    def shard(self, rank: int, world_size: int) -> dict[str, int]:
+        """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred
+        object from ``rank``), ground truth with it; call before the first ``reset``."""
+        if self._started:
+            raise RuntimeError("shard() after the first reset(): the run has already started")
+        bank = self.unlabeled
+        groups = [g for i, g in enumerate(bank.ref_rows) if i % world_size == rank]
+        if not groups:
+            raise ValueError(f"rank {rank}: the unlabeled pool ({bank.num_refs} referred objects) "
+                             f"is too small for {world_size} ranks")
+        rows = [r for g in groups for r in g]
+        self.unlabeled = bank.take(rows)
+        self._truth = self._truth.take(rows)
+        return {"rank": rank, "refs": len(groups), "samples": len(rows)}
 
     def _load_checkpoint(self, path: str) -> None:
         from segmenter import Segmenter
@@ -163,8 +199,16 @@ class PseudoLabelEnv(gym.Env):
     def _restart(self) -> None:
         """Back to the start of the run: segmenter state, sample order, counters."""
         self.segmenter.load_state_dict(copy.deepcopy(self._initial_state))
+        if not hasattr(self, "loop_bank"):
+            # The samples the loop visits: the unlabeled pool, then (with calibration) the
+            # held-out labeled probe, whose masks are labeled ground truth.
+            calibrate = self.config.calibration_every > 0
+            self.loop_bank = concat_banks(self.unlabeled, self.probe) if calibrate else self.unlabeled
+            self.num_unlabeled = len(self.unlabeled)
         self._rng = np.random.default_rng(self.np_random.integers(2**63))
+        self._calib_rng = np.random.default_rng(self.np_random.integers(2**63))
         self._schedule = np.zeros(0, dtype=np.int64)
+        self._calib_schedule = np.zeros(0, dtype=np.int64)
         self._global_step = 0
         self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []
         self._cache: dict[int, dict[str, np.ndarray]] = {}
@@ -172,33 +216,45 @@ class PseudoLabelEnv(gym.Env):
         self._started = True
 
     def step(self, action):
-        selection = self._validate_action(action)
+        codes_or_sel = self._validate_action(action)
         pos = self._global_step
         row = self._row_at(pos)
+        bank = self.loop_bank
         pred = self._predictions(pos)
-        labels_grid, labels_full = self._labels(row, pred)
-        ctx = StepContext(selection=selection, labels=labels_grid.ravel(),
-                          prior=self.unlabeled.prior_grid[row].ravel(),
+        G = self.grid_size
+        label = self._construct(row, codes_or_sel.reshape(G, G), pred)
+        calibration = self.is_calibration(row)
+        selection = label.selected.ravel()
+        ctx = StepContext(selection=selection, labels=(label.cell_label.ravel() > 0.5).astype(np.float32),
+                          prior=bank.prior_grid[row].ravel(),
                           student=pred["student_grid"].ravel(), teacher=pred["teacher_grid"].ravel(),
-                          no_prior=bool(self.unlabeled.no_prior[row]),
+                          no_prior=bool(bank.no_prior[row]), codes=label.codes.ravel(),
+                          teacher_full=pred["teacher_full"],
+                          heldout_truth=self._calibration_mask(row) if calibration else None,
                           truth=self._truth_cells(row) if self.reward_fn.uses_ground_truth else None)
         result = self.reward_fn.step(ctx)
-        sel_grid = selection.reshape(self.grid_size, self.grid_size)
-        self._pending.append((row, sel_grid, labels_full))
-        self._last_selection = sel_grid
+        if not calibration:
+            self._pending.append((row, label.label, label.weight))
+        self._last_selection = label.codes
+        self.last_construction = {"row": row, "codes": label.codes, "label": label.label,
+                                  "weight": label.weight, "teacher": pred["teacher_full"]}
         reward = float(result.value)
         info: dict[str, Any] = {
-            "sample_id": self.unlabeled.sample_ids[row],
+            "sample_id": bank.sample_ids[row],
             "global_step": pos,
+            "calibration": calibration,
+            "scored": result.choice_scores is not None,
             "coverage": float(selection.mean()),
-            "label_fg_fraction": float(labels_grid.ravel()[selection].mean()) if selection.any() else 0.0,
+            "label_fg_fraction": float(ctx.labels[selection].mean()) if selection.any() else 0.0,
             "reward_components": dict(result.components),
             "cell_rewards": result.cell_rewards,
-            "oracle": bool(self.reward_fn.uses_ground_truth),
+            "oracle": self.uses_oracle,
             "updated": False,
         }
-        if self._truth.available:
-            info.update(self._diagnostics(row, sel_grid, labels_full))
+        if result.choice_scores is not None:
+            info["cell_scores"] = result.choice_scores
+        if self._truth.available and not calibration:
+            info.update(self._diagnostics(row, label, pred))
         self._global_step += 1
         self._episode_step += 1
         if self._global_step % self.config.update_interval == 0:
@@ -212,6 +268,34 @@ class PseudoLabelEnv(gym.Env):
         truncated = self._episode_step >= self.config.episode_steps
         return obs, reward, False, truncated, info
 
+    @property
+    def uses_oracle(self) -> bool:
+        """Whether anything of this env reads unlabeled ground truth for acting or reward."""
+        return bool(self.reward_fn.uses_ground_truth or self.config.oracle_obs)
+
+    def diagnostic_mask(self, row: int) -> np.ndarray:
+        """The ground-truth mask of loop row ``row``, for pictures and reports only (unlabeled
+        rows need ``diagnostics=True``); nothing that trains or rewards calls it."""
+        return self._calibration_mask(row) if self.is_calibration(row) else self._truth.mask(row)
+
+    def is_calibration(self, row: int) -> bool:
+        """Whether loop row ``row`` is a held-out labeled sample (not an unlabeled one)."""
+        return row >= self.num_unlabeled
+
+    def _calibration_mask(self, row: int) -> np.ndarray:
+        """The labeled mask of a held-out calibration row (labeled ground truth: allowed)."""
+        return self.probe.masks[row - self.num_unlabeled]
+
+    def _construct(self, row: int, action: np.ndarray, pred: dict[str, np.ndarray]) -> L.ConstructedLabel:
+        """The pseudo-label the action builds for loop row ``row``."""
+        if self.config.action == "construct":
+            return L.construct(action, pred["teacher_full"])
+        source = self.config.label_source
+        prior = self.loop_bank.priors[row]
+        full = {"teacher": pred["teacher_full"], "prior": prior,
+                "fused": 0.5 * (pred["teacher_full"] + prior)}[source]
+        return L.from_selection(action.astype(bool), full, source)
+
     def render(self):
         if self.render_mode != "rgb_array":
             return None
@@ -219,15 +303,16 @@ class PseudoLabelEnv(gym.Env):
 
         row = self._row_at(self._global_step)
         pred = self._predictions(self._global_step)
-        image = self.unlabeled.images[row]
+        bank = self.loop_bank
+        image = bank.images[row]
         panels = [image,
-                  overlay(image, self.unlabeled.priors[row], OVERLAY_COLOURS["prior"]),
+                  overlay(image, bank.priors[row], OVERLAY_COLOURS["prior"]),
                   overlay(image, pred["student_full"], OVERLAY_COLOURS["prediction"])]
         if self._last_selection is not None:
-            sel = np.kron(self._last_selection.astype(np.float32), np.ones((self._scale,) * 2))
+            sel = L.upsample_cells((self._last_selection != L.IGNORE).astype(np.float32), self._scale)
             panels.append(overlay(image, sel, OVERLAY_COLOURS["selection"]))
         scale = max(1, 192 // self.image_size)
-        caption = f"{self.unlabeled.phrases[row]}  (prior | student | last selection)"
+        caption = f"{bank.phrases[row]}  (prior | student | last selection)"
         return np.asarray(captioned_panel(panels, caption, scale=scale))
 
     # ----------------------------------------------------------------- resume
@@ -241,6 +326,8 @@ class PseudoLabelEnv(gym.Env):
             "np_random": copy.deepcopy(self.np_random.bit_generator.state),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
             "schedule": self._schedule.copy(),
+            "calib_rng": copy.deepcopy(self._calib_rng.bit_generator.state),
+            "calib_schedule": self._calib_schedule.copy(),
             "global_step": self._global_step,
             "episode_step": self._episode_step,
             "pending": [(int(r), s.copy(), t.copy()) for r, s, t in self._pending],
@@ -255,6 +342,8 @@ class PseudoLabelEnv(gym.Env):
         self.np_random.bit_generator.state = state["np_random"]
         self._rng.bit_generator.state = state["rng"]
         self._schedule = np.asarray(state["schedule"], dtype=np.int64)
+        self._calib_rng.bit_generator.state = state["calib_rng"]
+        self._calib_schedule = np.asarray(state["calib_schedule"], dtype=np.int64)
         self._global_step = int(state["global_step"])
         self._episode_step = int(state["episode_step"])
         self._pending = [(int(r), np.asarray(s), np.asarray(t)) for r, s, t in state["pending"]]
@@ -276,36 +365,56 @@ class PseudoLabelEnv(gym.Env):
 
     # ----------------------------------------------------------------- internals
     def _validate_action(self, action) -> np.ndarray:
+        """The action as a flat int array; errors say what the action space expects."""
         a = np.asarray(action)
         n = self.grid_size * self.grid_size
+        high = len(L.CHOICES) - 1 if self.config.action == "construct" else 1
+        expected = (f"MultiDiscrete([{high + 1}] * {n}) of codes 0..{high} "
+                    f"({', '.join(L.CHOICES)})" if high > 1 else f"MultiBinary({n}) of 0/1")
         if a.dtype.kind not in "biuf":
-            raise ValueError(f"action dtype {a.dtype} is not numeric; expected MultiBinary({n}) of 0/1")
+            raise ValueError(f"action dtype {a.dtype} is not numeric; expected {expected}")
         if a.shape != (n,):
-            raise ValueError(f"action shape {a.shape} is wrong; expected ({n},) "
-                             f"(flat MultiBinary over the {self.grid_size}x{self.grid_size} grid)")
+            raise ValueError(f"action shape {a.shape} is wrong; expected ({n},) (flat over the "
+                             f"{self.grid_size}x{self.grid_size} grid: {expected})")
         if a.dtype.kind == "f":
             if not np.isfinite(a).all():
-                raise ValueError("action contains NaN or infinite values; expected 0/1 per cell")
-            if not np.isin(a, (0.0, 1.0)).all():
-                raise ValueError("action values must be exactly 0 or 1 "
-                                 f"(got values such as {a[~np.isin(a, (0.0, 1.0))][:3]})")
-        elif a.dtype.kind in "iu" and ((a < 0) | (a > 1)).any():
-            raise ValueError("action values must be 0 or 1 "
-                             f"(got values such as {a[(a < 0) | (a > 1)][:3]})")
-        return a.astype(bool)
+                raise ValueError(f"action contains NaN or infinite values; expected {expected}")
+            if not (a == np.round(a)).all():
+                raise ValueError(f"action values must be whole numbers; expected {expected} "
+                                 f"(got values such as {a[a != np.round(a)][:3]})")
+        bad = (a < 0) | (a > high)
+        if bad.any():
+            raise ValueError(f"action values out of range (got values such as {a[bad][:3]}); "
+                             f"expected {expected}")
+        return a.astype(np.int8)
 
     def _row_at(self, pos: int) -> int:
-        """The unlabeled bank row visited at global step ``pos``: passes over the pool, each in a
-        fresh seeded order with a seeded sentence per referred object, appended as needed."""
-        while pos >= len(self._schedule):
-            order = self._rng.permutation(self.unlabeled.num_refs)
-            picks = [rows[int(self._rng.integers(len(rows)))] if len(rows) > 1 else rows[0]
-                     for rows in (self.unlabeled.ref_rows[i] for i in order)]
-            self._schedule = np.concatenate([self._schedule, np.asarray(picks, dtype=np.int64)])
-        return int(self._schedule[pos])
+        """The loop row visited at global step ``pos``. Unlabeled rows come in passes over the
+        pool, each in a fresh seeded order with a seeded sentence per referred object; with
+        ``calibration_every = N`` every N-th step is a held-out labeled row instead, from seeded
+        passes over the probe."""
+        n = self.config.calibration_every
+        if n and pos % n == n - 1:
+            k = pos // n
+            while k >= len(self._calib_schedule):
+                probe_rows = [[r + self.num_unlabeled for r in g] for g in self.probe.ref_rows]
+                self._calib_schedule = self._extend(self._calib_schedule, probe_rows, self._calib_rng)
+            return int(self._calib_schedule[k])
+        k = pos - (pos + 1) // n if n else pos
+        while k >= len(self._schedule):
+            self._schedule = self._extend(self._schedule, self.unlabeled.ref_rows, self._rng)
+        return int(self._schedule[k])
+
+    @staticmethod
+    def _extend(schedule: np.ndarray, ref_rows: list[list[int]], rng: np.random.Generator) -> np.ndarray:
+        """``schedule`` plus one seeded pass over the referred objects (a seeded sentence each)."""
+        order = rng.permutation(len(ref_rows))
+        picks = [rows[int(rng.integers(len(rows)))] if len(rows) > 1 else rows[0]
+                 for rows in (ref_rows[i] for i in order)]
+        return np.concatenate([schedule, np.asarray(picks, dtype=np.int64)])
 
     def _current_sample_id(self) -> str:
-        return self.unlabeled.sample_ids[self._row_at(self._global_step)]
+        return self.loop_bank.sample_ids[self._row_at(self._global_step)]
 
     def _text_embeddings(self, phrases: list[str]) -> np.ndarray:
         tokens, mask = self.segmenter.text_features(phrases)
@@ -323,7 +432,7 @@ class PseudoLabelEnv(gym.Env):
             end = (pos // k + 1) * k
             positions = list(range(pos, end))
             rows = np.array([self._row_at(p) for p in positions])
-            bank = self.unlabeled
+            bank = self.loop_bank
             images, priors = bank.images[rows], bank.priors[rows]
             phrases = [bank.phrases[r] for r in rows]
             student = self.segmenter.predict(images, priors, phrases, teacher=False)
@@ -337,18 +446,6 @@ class PseudoLabelEnv(gym.Env):
                                   "text": text[i]}
         return self._cache[pos]
 
-    def _labels(self, row: int, pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Label values at the grid and at full resolution, from the configured source."""
-        source = self.config.label_source
-        if source == "teacher":
-            grid, full = pred["teacher_grid"], pred["teacher_full"]
-        elif source == "prior":
-            grid, full = self.unlabeled.prior_grid[row], self.unlabeled.priors[row]
-        else:  # fused: the mean of prior and teacher
-            grid = 0.5 * (pred["teacher_grid"] + self.unlabeled.prior_grid[row])
-            full = 0.5 * (pred["teacher_full"] + self.unlabeled.priors[row])
-        return (grid > 0.5).astype(np.float32), (full > 0.5).astype(np.float32)
-
     def _observation(self) -> dict[str, np.ndarray]:
         pos = self._global_step
         row = self._row_at(pos)
@@ -357,41 +454,57 @@ class PseudoLabelEnv(gym.Env):
         p = np.clip(teacher, 1e-6, 1 - 1e-6)
         entropy = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
         uncertainty = np.maximum(entropy, np.abs(student - teacher))
+        bank = self.loop_bank
         obs = {
-            "prior": self.unlabeled.prior_grid[row][None],
+            "prior": bank.prior_grid[row][None],
             "student": student[None],
             "teacher": teacher[None],
             "uncertainty": uncertainty[None],
             "text": pred["text"],
-            "no_prior": np.array([float(self.unlabeled.no_prior[row])]),
+            "no_prior": np.array([float(bank.no_prior[row])]),
             "progress": np.array([min(1.0, pos / self.config.progress_horizon)]),
         }
         if self.config.include_image:
-            img = self.unlabeled.images[row].astype(np.float32) / 255.0
+            img = bank.images[row].astype(np.float32) / 255.0
             obs["image"] = pool_to_grid(np.moveaxis(img, -1, 0), self.grid_size)
+        if self.config.oracle_obs:  # analysis only: info["oracle"] is True
+            mask = self._calibration_mask(row) if self.is_calibration(row) else self._truth.mask(row)
+            obs["truth"] = L.cell_fraction(mask.astype(np.float32), self.grid_size)[None]
         return {k: np.clip(v, 0.0 if k != "text" else -1.0, 1.0).astype(np.float32)
                 for k, v in obs.items()}
 
     def _truth_cells(self, row: int):
         def truth() -> np.ndarray:
-            return pool_to_grid(self._truth.mask(row)[None].astype(np.float32), self.grid_size)[0].ravel()
+            mask = self._calibration_mask(row) if self.is_calibration(row) else self._truth.mask(row)
+            return L.cell_fraction(mask.astype(np.float32), self.grid_size).ravel()
         return truth
 
-    def _diagnostics(self, row: int, sel_grid: np.ndarray, labels_full: np.ndarray) -> dict[str, float]:
-        """Pseudo-label quality against ground truth: reported, never learned from."""
+    def _diagnostics(self, row: int, label: L.ConstructedLabel, pred: dict[str, np.ndarray]
+                     ) -> dict[str, float]:
+        """Pseudo-label quality against ground truth: reported, never learned from. The IoU of the
+        prior, the teacher and the constructed label (ignored pixels count as not foreground)
+        with the mask, and the accuracy of the labeled pixels."""
         gt = self._truth.mask(row)
-        sel = np.kron(sel_grid, np.ones((self._scale, self._scale), dtype=bool))
-        lab = labels_full > 0.5
+        sel = label.weight > 0.5
+        lab = label.label > 0.5
         n_sel = int(sel.sum())
         correct = int((sel & (lab == gt)).sum())
         fg_sel = sel & lab
         n_gt = int(gt.sum())
+
+        def iou(a: np.ndarray) -> float:
+            union = int((a | gt).sum())
+            return float((a & gt).sum() / union) if union else 1.0
+
         return {
             "pl_precision": correct / n_sel if n_sel else 0.0,
             "pl_fg_precision": float((fg_sel & gt).sum() / fg_sel.sum()) if fg_sel.any() else 0.0,
             "pl_recall": float((fg_sel & gt).sum() / n_gt) if n_gt else 0.0,
             "pl_selected_pixels": n_sel,
             "pl_correct_pixels": correct,
+            "pl_iou_prior": iou(self.loop_bank.priors[row] > 0.5),
+            "pl_iou_teacher": iou(pred["teacher_full"] > 0.5),
+            "pl_iou_label": iou(fg_sel),
         }
 
     def _probe_score(self) -> float:
@@ -407,14 +520,15 @@ class PseudoLabelEnv(gym.Env):
         cfg = self.config
         if self._probe_miou is None:
             self._probe_miou = self._probe_score()
+        S = self.image_size
         rows = np.array([p[0] for p in self._pending], dtype=np.int64)
-        sels = np.stack([p[1] for p in self._pending]).astype(np.float32)
-        targets = np.stack([p[2] for p in self._pending])
-        weights = np.kron(sels, np.ones((1, self._scale, self._scale), np.float32)) * cfg.pseudo_weight
-        keep = weights.reshape(len(rows), -1).any(axis=1)
+        targets = np.stack([p[1] for p in self._pending]) if self._pending else np.zeros((0, S, S), np.float32)
+        weights = (np.stack([p[2] for p in self._pending]) if self._pending
+                   else np.zeros((0, S, S), np.float32)) * np.float32(cfg.pseudo_weight)
+        keep = weights.any(axis=(1, 2))
         rows, targets, weights = rows[keep], targets[keep], weights[keep]
         self._pending = []
-        bank, lab = self.unlabeled, self.labeled
+        bank, lab = self.loop_bank, self.labeled
         losses = []
         for _ in range(cfg.update_steps):
             idx = self._rng.choice(len(lab), size=min(cfg.labeled_batch, len(lab)), replace=False)

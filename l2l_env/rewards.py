@@ -1,11 +1,17 @@
 """Rewards of the pseudo-label environment, chosen by name.
 
-Every reward sees a :class:`StepContext`: the agent's cell selection, the label value of every
-cell, and the maps of the state (prior, student, teacher) at the action grid. Only a reward whose
-class sets ``uses_ground_truth = True`` (the ``oracle``, for analysis) is handed the ground truth;
-the environment passes ``truth=None`` to every other reward, so no other reward can read an
-unlabeled sample's mask.
+Every reward sees a :class:`StepContext`: the agent's cell selection and choices, the label value
+of every cell, and the maps of the state (prior, student, teacher) at the action grid. Only a
+reward whose class sets ``uses_ground_truth = True`` (the ``oracle``, for analysis) is handed the
+ground truth of unlabeled samples; the environment passes ``truth=None`` to every other reward, so
+no other reward can read an unlabeled sample's mask. ``heldout_truth`` is the mask of a held-out
+*labeled* sample on calibration steps (labeled ground truth) and None on every unlabeled step.
 
+* ``heldout`` (default) - on calibration steps, each cell's constructed label scored against the
+  held-out labeled mask (:func:`l2l_env.labels.choice_scores`: right pixels pay, wrong ones cost
+  ``wrong_cost``, ignoring is 0); it also reports the score every other choice would have had
+  (``choice_scores``), so a learner can take the policy gradient over all choices. Unlabeled steps
+  score 0; an optional ``utility_weight`` adds the delayed probe utility.
 * ``agreement`` - each selected cell earns the weighted agreement of prior, teacher and student
   with the cell's label, minus a margin, plus a small coverage bonus: reliable cells pay, contested
   cells cost (the paper's reward from multimodal priors and model predictions).
@@ -18,6 +24,7 @@ unlabeled sample's mask.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +41,9 @@ class StepContext:
     student: np.ndarray
     teacher: np.ndarray
     no_prior: bool
+    codes: np.ndarray | None = None  # int8 choice per cell (l2l_env.labels.CHOICES)
+    teacher_full: np.ndarray | None = None  # (S, S) teacher probability map
+    heldout_truth: np.ndarray | None = None  # (S, S) mask of a held-out LABELED sample, else None
     truth: Callable[[], np.ndarray] | None = None  # ground-truth foreground fraction per cell
 
 
@@ -42,6 +52,7 @@ class RewardResult:
     value: float
     components: dict[str, float] = field(default_factory=dict)
     cell_rewards: np.ndarray | None = None
+    choice_scores: np.ndarray | None = None  # (G*G, choices): each choice's reward share, if known
 
 
 class Reward(abc.ABC):
@@ -149,6 +160,46 @@ class HybridReward(Reward):
         res = self.agreement.step(ctx)
         cells = res.cell_rewards * np.float32(self.agreement_weight)
         return RewardResult(self.agreement_weight * res.value, res.components, cells)
+
+    def on_update(self, probe_delta: float) -> float:
+        return self.utility_weight * self.utility.on_update(probe_delta)
+
+
+@register_reward("heldout")
+class HeldoutReward(Reward):
+    """Exact per-cell scores of the constructed label on held-out labeled samples.
+
+    :param wrong_cost: cost of a wrong pixel relative to the gain of a right one (a label pays
+        only where it is right with probability above ``wrong_cost / (1 + wrong_cost)``).
+    :param fg_weight: weight of ground-truth foreground pixels (the referent is small).
+    :param utility_weight: weight of the delayed probe-mIoU utility on update steps (0: none).
+    """
+
+    def __init__(self, wrong_cost: float = 2.0, fg_weight: float = 1.0, utility_weight: float = 0.0,
+                 utility: dict | None = None) -> None:
+        if wrong_cost < 0 or fg_weight <= 0:
+            raise ValueError(f"heldout reward: wrong_cost must be >= 0 and fg_weight > 0, "
+                             f"got {wrong_cost}, {fg_weight}")
+        self.wrong_cost, self.fg_weight = float(wrong_cost), float(fg_weight)
+        self.utility_weight = utility_weight
+        self.utility = UtilityReward(**(utility or {}))
+
+    def step(self, ctx: StepContext) -> RewardResult:
+        n = ctx.selection.size
+        if ctx.heldout_truth is None:  # an unlabeled sample: nothing to score honestly
+            return RewardResult(0.0, {}, np.zeros(n, np.float32))
+        if ctx.codes is None or ctx.teacher_full is None:
+            raise RuntimeError("the heldout reward needs the cell choices and the teacher map")
+        from l2l_env.labels import choice_scores
+
+        grid = int(round(math.sqrt(n)))
+        scores = choice_scores(ctx.teacher_full, ctx.heldout_truth, grid,
+                               wrong_cost=self.wrong_cost, fg_weight=self.fg_weight) / np.float32(n)
+        cells = scores[np.arange(n), ctx.codes.astype(np.int64)]
+        best = scores.max(axis=1).sum(dtype=np.float64)
+        return RewardResult(float(cells.sum(dtype=np.float64)),
+                            {"heldout": float(cells.sum(dtype=np.float64)),
+                             "heldout_best": float(best)}, cells.astype(np.float32), scores)
 
     def on_update(self, probe_delta: float) -> float:
         return self.utility_weight * self.utility.on_update(probe_delta)

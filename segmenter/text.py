@@ -106,5 +106,20 @@ class TextEncoder(nn.Module):
         """How many distinct phrases are cached."""
         return len(self._cache)
 
+    def cached_features(self) -> dict[str, torch.Tensor]:
+        """The cached token features per phrase (to store on disk; see :meth:`add_cached`)."""
+        return dict(self._cache)
+
+    def add_cached(self, features: dict[str, torch.Tensor]) -> None:
+        """Put features computed earlier (by :meth:`cached_features` of the same encoder) into
+        the cache; a trainable encoder keeps no cache and ignores them."""
+        if not self.frozen:
+            return
+        for phrase, feats in features.items():
+            if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[1] != self.dim:
+                raise ValueError(f"cached text features for {phrase!r} have shape "
+                                 f"{getattr(feats, 'shape', None)}; expected (tokens, {self.dim})")
+            self._cache[phrase] = feats.float()
+
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -1,8 +1,9 @@
-"""The ``l2l`` agent: the reinforced selector of the paper behind the common agent interface.
+"""The ``l2l`` agent: the reinforced label constructor of the paper behind the common interface.
 
 ``learn(env, total_steps)`` runs the self-evolving loop: the env trains its segmenter on the
-selections every ``update_interval`` steps while the selector is updated on-policy by
-:mod:`agents.l2l.ppo` every ``n_steps`` steps. ``agent.history`` holds one record per update
+constructed labels every ``update_interval`` steps while the constructor is updated by
+:mod:`agents.l2l.ppo` every ``n_steps`` steps (from the env's per-cell reward on its held-out
+labeled calibration steps by default). ``agent.history`` holds one record per update
 (``mean_reward``, ``coverage``, ``pl_precision``, losses), so a caller can show the reward rising.
 """
 
@@ -31,13 +32,13 @@ def _device(name: str) -> torch.device:
 
 @register("l2l")
 class L2LAgent(Agent):
-    """Fully convolutional per-cell selector trained by per-cell clipped PPO.
+    """Fully convolutional per-cell label constructor (or selector, ``action_form="select"``).
 
     :param config: an :class:`~agents.l2l.ppo.L2LConfig`; or pass its fields as keywords.
 
     The network is built from the first observation space or observation it sees (grid-size
-    independent). ``act(obs, deterministic=True)`` selects cells with probability > 0.5;
-    ``deterministic=False`` samples. :meth:`probabilities` gives the per-cell probabilities.
+    independent). ``act(obs, deterministic=True)`` takes each cell's most probable choice;
+    ``deterministic=False`` samples. :meth:`probabilities` gives the per-cell choice probabilities.
     """
 
     is_learner = True
@@ -74,7 +75,7 @@ class L2LAgent(Agent):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
             net = SelectorNet(layout, hidden=c.hidden, dilations=c.dilations, cond_hidden=c.cond_hidden,
-                              coord=c.coord, init_select_prob=c.init_select_prob)
+                              coord=c.coord, init_probs=c.init_probs)
         self.net = net.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=c.learning_rate, eps=1e-5)
         return self.net
@@ -84,8 +85,7 @@ class L2LAgent(Agent):
 
     # ------------------------------------------------------------------ acting
     def logits(self, obs: Obs) -> np.ndarray:
-        """Per-cell selection logits, ``(G*G,)`` or ``(B, G*G)`` float32 (they rank cells even
-        where the probabilities saturate at 0 or 1)."""
+        """Per-cell choice logits, ``(G*G, K)`` or ``(B, G*G, K)`` float32."""
         batch, single = as_batch(obs)
         net = self._net_for(batch)
         with torch.no_grad():
@@ -93,15 +93,19 @@ class L2LAgent(Agent):
         return unbatch(logits.cpu().numpy().astype(np.float32), single)
 
     def probabilities(self, obs: Obs) -> np.ndarray:
-        """Per-cell selection probabilities, ``(G*G,)`` or ``(B, G*G)`` float32."""
-        return (1.0 / (1.0 + np.exp(-self.logits(obs).astype(np.float64)))).astype(np.float32)
+        """Per-cell choice probabilities, ``(G*G, K)`` or ``(B, G*G, K)`` float32 (under
+        ``select``, column 1 is the keep probability)."""
+        logits = torch.as_tensor(self.logits(obs))
+        return torch.softmax(logits, dim=-1).numpy().astype(np.float32)
 
     def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:
-        probs = self.probabilities(obs)
+        batch, single = as_batch(obs)
+        logits = torch.as_tensor(self.logits(batch))
         if deterministic:
-            return (probs > 0.5).astype(np.int8)
-        t = torch.as_tensor(probs, device=self.device)
-        return torch.bernoulli(t, generator=self.gen).cpu().numpy().astype(np.int8)
+            choice = logits.argmax(dim=-1)
+        else:
+            choice = ppo.sample_choices(logits.to(self.device), self.gen).cpu()
+        return unbatch(choice.numpy().astype(np.int8), single)
 
     # ------------------------------------------------------------------ learning
     def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
@@ -115,6 +119,13 @@ class L2LAgent(Agent):
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         space = getattr(env, "single_observation_space", None) or env.observation_space
         check_dict_space(space, "L2LAgent.learn")
+        action_space = getattr(env, "single_action_space", None) or env.action_space
+        k = int(np.max(action_space.nvec)) if hasattr(action_space, "nvec") else 2
+        if k != self.config.n_choices:
+            raise ValueError(f"L2LAgent(action_form={self.config.action_form!r}) has "
+                             f"{self.config.n_choices} choices per cell, but the env's action space "
+                             f"{action_space} has {k}: make the agent with "
+                             f"action_form={'construct' if k == 4 else 'select'!r}")
         if self.net is None:
             self.build(ObsLayout.from_space(space))
         assert self.net is not None and self.optimizer is not None
@@ -130,8 +141,13 @@ class L2LAgent(Agent):
         path = write_manifest(path, self.name, config=dataclasses.asdict(self.config),
                               layout=dataclasses.asdict(self.net.layout), history=self.history)
         assert self.optimizer is not None
+        replay = self._rollout
         torch.save({"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "gen": self.gen.get_state(), "rng": self.rng.bit_generator.state}, path / WEIGHTS)
+                    "gen": self.gen.get_state(), "rng": self.rng.bit_generator.state,
+                    "replay_obs": (None if replay.replay_obs is None else
+                                   {k: torch.from_numpy(v) for k, v in replay.replay_obs.items()}),
+                    "replay_scores": (None if replay.replay_scores is None
+                                      else torch.from_numpy(replay.replay_scores))}, path / WEIGHTS)
         return path
 
     @classmethod
@@ -152,5 +168,8 @@ class L2LAgent(Agent):
         agent.optimizer.load_state_dict(blob["optimizer"])
         agent.gen.set_state(blob["gen"])
         agent.rng.bit_generator.state = blob["rng"]
+        if blob.get("replay_obs") is not None:
+            agent._rollout.replay_obs = {k: v.numpy() for k, v in blob["replay_obs"].items()}
+            agent._rollout.replay_scores = blob["replay_scores"].numpy()
         agent.history = list(data.get("history", []))
         return agent

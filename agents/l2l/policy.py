@@ -1,20 +1,20 @@
-"""The L2L selector network: fully convolutional per-cell selection logits plus a value head.
+"""The L2L constructor network: fully convolutional per-cell choice logits plus value heads.
 
 Input: the observation's maps stacked as channels (``prior``, ``student``, ``teacher``,
 ``uncertainty``, optional ``image``; centred to ``[-1, 1]``) plus two coordinate channels, and a
 conditioning vector (the phrase embedding ``text`` and the scalars ``no_prior``, ``progress``).
 The conditioning vector modulates every block by FiLM (per-channel scale and shift), so the same
 maps can be read differently for different phrases. Dilated residual blocks give a receptive
-field of the whole 32x32 grid with four layers. Output: one logit per cell (the Bernoulli
-selection probability is its sigmoid), a per-cell value (the expected reward share of the cell:
-the per-cell baseline) and a scalar state value from pooled features.
+field of the whole 32x32 grid with four layers. Output: ``K`` logits per cell (the categorical
+distribution over the cell's choices: ``K = 4`` for the ``construct`` action, ignore / background /
+foreground / teacher; ``K = 2`` for ``select``, skip / keep), a per-cell value (the expected reward
+share of the cell: the per-cell baseline) and a scalar state value from pooled features.
 
 The network never sees the grid size in its weights: a trained selector runs at any grid.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -107,14 +107,19 @@ class SelectorNet(nn.Module):
     :param dilations: one residual FiLM block per entry.
     :param cond_hidden: width of the conditioning MLP (text + scalars).
     :param coord: append x/y coordinate channels (spatial phrases need them).
-    :param init_select_prob: initial selection probability of every cell (head bias).
+    :param init_probs: initial probability of each of the ``K`` choices of every cell (head bias);
+        ``K = len(init_probs)``.
     """
 
     def __init__(self, layout: ObsLayout, hidden: int = 32, dilations: Sequence[int] = (1, 2, 4, 8),
-                 cond_hidden: int = 64, coord: bool = True, init_select_prob: float = 0.5) -> None:
+                 cond_hidden: int = 64, coord: bool = True,
+                 init_probs: Sequence[float] = (0.5, 0.5)) -> None:
         super().__init__()
-        if not 0.0 < init_select_prob < 1.0:
-            raise ValueError(f"init_select_prob must be in (0, 1), got {init_select_prob}")
+        probs = np.asarray(init_probs, dtype=np.float64)
+        if probs.ndim != 1 or len(probs) < 2 or (probs <= 0).any() or abs(probs.sum() - 1.0) > 1e-6:
+            raise ValueError(f"init_probs must be >= 2 positive probabilities summing to 1, "
+                             f"got {tuple(init_probs)}")
+        self.n_choices = len(probs)
         self.layout = layout
         self.coord = coord
         in_ch = layout.in_channels + (2 if coord else 0)
@@ -122,15 +127,16 @@ class SelectorNet(nn.Module):
                                   nn.Linear(cond_hidden, cond_hidden), nn.ReLU())
         self.stem = nn.Sequential(nn.Conv2d(in_ch, hidden, 3, padding=1), nn.ReLU())
         self.blocks = nn.ModuleList(FiLMBlock(hidden, cond_hidden, int(d)) for d in dilations)
-        self.head = nn.Conv2d(hidden, 1, 1)
+        self.head = nn.Conv2d(hidden, self.n_choices, 1)
         nn.init.normal_(self.head.weight, std=0.01)
-        nn.init.constant_(self.head.bias, math.log(init_select_prob / (1.0 - init_select_prob)))
+        with torch.no_grad():
+            self.head.bias.copy_(torch.as_tensor(np.log(probs), dtype=torch.float32))
         self.value = nn.Sequential(nn.Linear(2 * hidden + cond_hidden, 64), nn.ReLU(), nn.Linear(64, 1))
         self.cell_value = nn.Conv2d(hidden, 1, 1)
 
     def forward(self, maps: torch.Tensor, cond: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits (B, G*G) row-major, value (B,), cell values (B, G*G))`` from
+        """``(logits (B, G*G, K) row-major, value (B,), cell values (B, G*G))`` from
         ``maps (B, C, G, G)`` and ``cond (B, D)``. The cell values estimate each cell's expected
         immediate reward (times ``G*G``), the per-cell baseline."""
         b, _, h, w = maps.shape
@@ -146,6 +152,6 @@ class SelectorNet(nn.Module):
         f = self.stem(x)
         for block in self.blocks:
             f = block(f, c)
-        logits = self.head(f).reshape(b, h * w)
+        logits = self.head(f).reshape(b, self.n_choices, h * w).transpose(1, 2)
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3)), c], dim=1)
         return logits, self.value(pooled).squeeze(1), self.cell_value(f).reshape(b, h * w)

@@ -1,40 +1,52 @@
-"""PPO with per-cell clipped ratios for the L2L selector: the whole update rule in one file.
+"""How the L2L constructor learns: the whole update rule in one file.
 
-Policy. The selector (:mod:`agents.l2l.policy`) gives a logit ``l_c`` per grid cell; the action is
-``G*G`` independent Bernoulli draws ``a_c ~ Bernoulli(sigmoid(l_c))`` (1 = the cell's pixels
-become pseudo-labels). ``log pi(a_c) = a_c log sigmoid(l_c) + (1 - a_c) log sigmoid(-l_c)``.
+Policy. The network (:mod:`agents.l2l.policy`) gives ``K`` logits per grid cell; each cell's
+choice is an independent categorical draw ``a_c ~ Cat(softmax(l_c))`` (``construct``: K = 4,
+ignore / background / foreground / teacher; ``select``: K = 2, skip / keep).
+``log pi(a_c) = log_softmax(l_c)[a_c]``.
 
 Rollout. ``n_steps`` env steps per update (per env of a vector env). Each step stores the
 observation, the action, the per-cell log-probabilities, the value ``V(s_t)``, the scalar reward
-``r_t`` and, when the env provides it, ``info["cell_rewards"]`` (each cell's share of ``r_t``).
-Episodes are only ever truncated: a truncated step bootstraps ``r_t += gamma * V(s_final)``.
+``r_t``, ``info["cell_rewards"]`` (each cell's share of ``r_t``) when the env gives it, and
+``info["cell_scores"]`` (``(C, K)``: the reward share *every* choice of each cell would have
+earned) on the steps the env scores (``info["scored"]``). Episodes are only ever truncated: a
+truncated step bootstraps ``r_t += gamma * V(s_final)``.
 
-Advantages.
-  * scalar: GAE over the per-step reward,
-    ``delta_t = r_t + gamma V(s_{t+1}) (1 - done_t) - V(s_t)``,
-    ``A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}``; value target ``R_t = A_t + V(s_t)``.
-  * per cell (credit assignment over 1,024 cells), when the env gives ``info["cell_rewards"]``:
-    the cell's immediate reward ``y_{t,c} = C * cell_rewards_{t,c}`` (``C = G*G``, so ``y`` has the
-    scale of ``r_t``) minus a per-cell baseline ``b_c(s_t)`` from the network's per-cell value head:
-    ``A^cell_{t,c} = y_{t,c} - b_c(s_t)``. (A shared baseline would push unselected bad cells
-    toward selection whenever the mean reward is positive; the per-cell one does not.)
-  * mixed: with normalisation on, each part is standardised over the batch, then
-    ``A_{t,c} = (1 - k) A_t + k A^cell_{t,c}`` with ``k = cell_adv_coef`` (``k = 0`` or no cell
-    rewards: the scalar advantage for every cell).
+Two learning signals, weighted by ``pg_coef`` and ``all_action_coef``:
 
-Loss (minibatch mean over steps and cells). Each cell's ratio is clipped on its own:
-  ``rho_{t,c} = exp(log pi_new(a_{t,c}) - log pi_old(a_{t,c}))``,
-  ``L_pg = mean_{t,c} max(-A_{t,c} rho_{t,c}, -A_{t,c} clip(rho_{t,c}, 1 - eps, 1 + eps))``.
-  (One joint ratio ``prod_c rho_{t,c}`` over 1,024 cells explodes: a 1% change per cell is a
-  factor ``1.01^1024 ~ 26,000``.)
-  ``L = L_pg - ent_coef * mean_{t,c} H(Bernoulli(sigmoid(l_c)))
-        + vf_coef * 0.5 [(V - R)^2 + mean_c (b_c - y_c)^2]`` (the cell term only with cell rewards),
-  gradient norm clipped to ``max_grad_norm``; optional early stop when the mean per-cell KL
-  estimate exceeds ``target_kl``.
+1. All-action policy improvement (the default of ``construct``). Where the env scores every
+   choice of a cell (``s_{t,c,k} = C * cell_scores``), the reward of every action is known, so no
+   sampled action is needed: the policy is moved toward the Boltzmann policy of the scores,
+   ``L_aa = mean_{t,c} CE(softmax(s_{t,c} / temperature), pi(. | s_t, c))`` (a policy-iteration
+   step with exact action values; the plain expected-score gradient
+   ``grad sum_k pi_k s_k`` vanishes once the policy saturates on the majority choice, which we
+   measured: it then never learns the minority cells). Because this objective does not depend on
+   the policy that acted, scored steps are kept in a replay window (``replay``). The agent acts
+   greedily (``explore = False``): no exploration noise ever enters the segmenter's training.
+   Steps without scores contribute nothing to ``L_aa``.
+2. Clipped PPO on sampled actions (``explore = True``; the ``select`` ablation and rewards that
+   score only the taken action, such as ``agreement`` or the delayed ``utility``):
+   * scalar advantages by GAE over the per-step reward,
+     ``delta_t = r_t + gamma V(s_{t+1}) (1 - done_t) - V(s_t)``,
+     ``A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}``; value target ``R_t = A_t + V(s_t)``;
+   * per-cell advantages from ``info["cell_rewards"]``: ``y_{t,c} = C * cell_rewards_{t,c}`` minus
+     the per-cell baseline ``b_c(s_t)`` of the network's cell-value head (a shared baseline would
+     push unselected bad cells toward selection whenever the mean reward is positive);
+   * mixed: each part standardised over the batch, ``A_{t,c} = (1 - k) A_t + k A^cell_{t,c}``
+     with ``k = cell_adv_coef``;
+   * each cell's ratio clipped on its own (one joint ratio over 1,024 cells explodes):
+     ``rho_{t,c} = exp(log pi_new(a_{t,c}) - log pi_old(a_{t,c}))``,
+     ``L_pg = mean_{t,c} max(-A_{t,c} rho_{t,c}, -A_{t,c} clip(rho_{t,c}, 1 - eps, 1 + eps))``,
+     plus ``vf_coef * 0.5 [(V - R)^2 + mean_c (b_c - y_c)^2]``.
+
+``L = pg_coef L_pg + all_action_coef L_aa - ent_coef mean_{t,c} H(pi(. | s_t, c))``, gradient
+norm clipped to ``max_grad_norm``; optional early stop when the mean per-cell KL estimate
+exceeds ``target_kl``.
 
 Every update appends a record (mean reward, coverage, pseudo-label precision from ``info``,
 losses, KL, clip fraction) to the history list, calls ``callback(agent, record)`` and writes the
-record to an optional TensorBoard ``SummaryWriter``.
+record to an optional TensorBoard ``SummaryWriter``. The learner never reads ``pl_*`` values
+for learning: they are ground-truth diagnostics, only copied into the record.
 """
 
 from __future__ import annotations
@@ -68,6 +80,22 @@ class L2LConfig:
     cell_adv_coef: float = 0.5
     """Weight ``k`` of the per-cell advantage from ``info["cell_rewards"]`` (0: scalar only)."""
     norm_adv: bool = True
+    # --- learning signals (see the module docstring)
+    action_form: str = "construct"
+    """``construct`` (K = 4 choices per cell) or ``select`` (K = 2): the env's ``action``."""
+    explore: bool = False
+    """Sample actions (needed by the PPO term); False acts greedily (all-action term only)."""
+    pg_coef: float = 0.0
+    """Weight of the clipped PPO term (needs ``explore``)."""
+    all_action_coef: float = 1.0
+    """Weight of the all-action policy improvement on scored steps."""
+    temperature: float = 0.1
+    """Temperature of the all-action target ``softmax(scores / temperature)`` (score units: a
+    right pixel scores 1)."""
+    replay: int = 256
+    """Scored steps kept for the all-action term across updates (0: this rollout's only). The
+    all-action objective does not depend on the policy that acted, so earlier scored states stay
+    valid training data; a bounded window keeps them recent."""
     # --- PPO update
     learning_rate: float = 1e-3
     n_epochs: int = 4
@@ -83,6 +111,10 @@ class L2LConfig:
     cond_hidden: int = 64
     coord: bool = True
     init_select_prob: float = 0.5
+    """``select``: initial keep probability of every cell."""
+    init_teacher_prob: float = 0.7
+    """``construct``: initial probability of the ``teacher`` choice (the rest shared equally), so
+    that the untrained constructor starts close to naive self-training."""
     # --- run
     seed: int = 0
     device: str = "cpu"
@@ -95,24 +127,63 @@ class L2LConfig:
                   "gae_lambda": 0.0 <= self.gae_lambda <= 1.0,
                   "cell_adv_coef": 0.0 <= self.cell_adv_coef <= 1.0,
                   "clip_coef": self.clip_coef > 0.0, "learning_rate": self.learning_rate > 0.0,
-                  "dilations": len(self.dilations) >= 1 and min(self.dilations) >= 1}
+                  "dilations": len(self.dilations) >= 1 and min(self.dilations) >= 1,
+                  "action_form": self.action_form in ("construct", "select"),
+                  "pg_coef": self.pg_coef >= 0.0 and (self.pg_coef == 0.0 or self.explore),
+                  "all_action_coef": self.all_action_coef >= 0.0,
+                  "init_select_prob": 0.0 < self.init_select_prob < 1.0,
+                  "init_teacher_prob": 0.0 < self.init_teacher_prob < 1.0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"L2LConfig: invalid value for {bad}: "
                              f"{ {k: getattr(self, k) for k in bad} }")
 
 
+    @property
+    def n_choices(self) -> int:
+        return 4 if self.action_form == "construct" else 2
+
+    @property
+    def init_probs(self) -> tuple[float, ...]:
+        """Initial choice probabilities of every cell (the head's bias)."""
+        if self.action_form == "select":
+            return (1.0 - self.init_select_prob, self.init_select_prob)
+        rest = (1.0 - self.init_teacher_prob) / 3.0
+        return (rest, rest, rest, self.init_teacher_prob)
+
+
 # ----------------------------------------------------------------------------- distributions
 
-def bernoulli_logp(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Per-cell ``log pi(a_c)`` of Bernoulli(sigmoid(logits)), same shape as ``logits``."""
-    return -F.binary_cross_entropy_with_logits(logits, actions, reduction="none")
+def categorical_logp(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Per-cell ``log pi(a_c)`` of Cat(softmax(logits)): ``logits (..., C, K)``, ``actions
+    (..., C)`` -> ``(..., C)``."""
+    return F.log_softmax(logits, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
 
-def bernoulli_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Per-cell entropy (nats) of Bernoulli(sigmoid(logits))."""
-    p = torch.sigmoid(logits)
-    return p * F.softplus(-logits) + (1.0 - p) * F.softplus(logits)
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-cell entropy (nats) of Cat(softmax(logits)), ``(..., C)``."""
+    logp = F.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def sample_choices(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One categorical draw per cell, ``(B, C)`` int64, from ``logits (B, C, K)``."""
+    b, c, k = logits.shape
+    probs = torch.softmax(logits, dim=-1).reshape(b * c, k)
+    return torch.multinomial(probs, 1, generator=gen).reshape(b, c)
+
+
+def all_action_loss(logits: torch.Tensor, scores: torch.Tensor, scored: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """Policy improvement with known choice scores: the cross-entropy of the policy to the
+    Boltzmann policy of the scores, ``-mean over scored steps and cells of
+    sum_k q_k log pi(k)`` with ``q = softmax(s / temperature)``. Its minimiser is the soft-greedy
+    policy of the scores (the greedy one as ``temperature -> 0``); unlike the expected score
+    ``sum_k pi_k s_k`` it does not stop learning where the policy has saturated on the majority
+    choice. ``logits (M, C, K)``, ``scores (M, C, K)``, ``scored (M,)`` 0/1."""
+    target = torch.softmax(scores / max(temperature, 1e-6), dim=-1)
+    cross = -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean(dim=1)
+    return (cross * scored).sum() / scored.sum().clamp_min(1.0)
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -167,16 +238,17 @@ def ppo_loss(logits: torch.Tensor, values: torch.Tensor, cell_values: torch.Tens
              ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped per-cell PPO loss of one minibatch (see the module docstring).
 
-    Shapes: ``logits, cell_values, actions, old_logp, cell_targets`` are ``(M, C)``; ``adv`` is
+    Shapes: ``logits`` is ``(M, C, K)``; ``cell_values, actions, old_logp, cell_targets`` are
+    ``(M, C)``; ``adv`` is
     ``(M, C)`` or ``(M, 1)``; ``values, returns, weights`` are ``(M,)``.
     """
     w = weights / weights.sum().clamp_min(1.0)
-    new_logp = bernoulli_logp(logits, actions)
+    new_logp = categorical_logp(logits, actions)
     log_ratio = new_logp - old_logp
     ratio = log_ratio.exp()
     pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef))
     pg_loss = (pg.mean(dim=1) * w).sum()
-    entropy = (bernoulli_entropy(logits).mean(dim=1) * w).sum()
+    entropy = (categorical_entropy(logits).mean(dim=1) * w).sum()
     v_loss = 0.5 * (((values - returns) ** 2) * w).sum()
     if cell_targets is not None:
         v_loss = v_loss + 0.5 * (((cell_values - cell_targets) ** 2).mean(dim=1) * w).sum()
@@ -217,6 +289,17 @@ class RolloutState:
     """(N,) True where the next vector-env step is an autoreset step (NEXT_STEP mode)."""
     env_steps: int = 0
     updates: int = 0
+    replay_obs: dict[str, np.ndarray] | None = None
+    """The scored steps of the all-action replay window: observations ``(M, ...)``..."""
+    replay_scores: np.ndarray | None = None
+    """... and the scores of every choice ``(M, C, K)`` (times C)."""
+
+    def remember(self, obs: dict[str, np.ndarray], scores: np.ndarray, limit: int) -> None:
+        """Append scored steps and keep the latest ``limit``."""
+        if self.replay_obs is None or self.replay_scores is None:
+            self.replay_obs, self.replay_scores = {k: v[:0] for k, v in obs.items()}, scores[:0]
+        self.replay_obs = {k: np.concatenate([self.replay_obs[k], obs[k]])[-limit:] for k in obs}
+        self.replay_scores = np.concatenate([self.replay_scores, scores])[-limit:]
 
 
 class EnvDriver:
@@ -268,7 +351,7 @@ class EnvDriver:
         self.state.reset_next = done & valid if next_step_mode else np.zeros(self.n, bool)
         self.state.obs = next_obs
         out: dict[str, Any] = {"reward": reward, "raw_reward": raw_reward, "done": done, "valid": valid}
-        for key in ("cell_rewards", "coverage", "pl_precision"):
+        for key in ("cell_rewards", "cell_scores", "scored", "coverage", "pl_precision"):
             out[key] = _info_array(info, key, self.n, self.vector)
         return out
 
@@ -313,13 +396,15 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
         obs_buf: dict[str, list[np.ndarray]] = {}
         acts, logps, vals, cvals, rews, raw_rews, dones, valids = [], [], [], [], [], [], [], []
         cells: list[np.ndarray | None] = []
+        scores: list[np.ndarray] = []
+        scored: list[np.ndarray] = []
         covs, precs = [], []
         for _ in range(cfg.n_steps):
             obs = driver.obs
             with torch.no_grad():
                 logits, value, cell_value = net(*layout.tensors(obs, device))
-                a = torch.bernoulli(torch.sigmoid(logits), generator=gen)
-                logp = bernoulli_logp(logits, a)
+                a = sample_choices(logits, gen) if cfg.explore else logits.argmax(dim=-1)
+                logp = categorical_logp(logits, a)
             step = driver.step(a.cpu().numpy().astype(np.int8), value_fn, cfg.gamma)
             for k, v in obs.items():
                 obs_buf.setdefault(k, []).append(v)
@@ -333,6 +418,18 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
             valids.append(step["valid"])
             cr = step["cell_rewards"]
             cells.append(None if cr is None else np.where(cr[1][:, None], cr[0], 0.0))
+            cs, flag = step["cell_scores"], step["scored"]
+            if cs is not None and cs[0].shape[-1] != logits.shape[-1]:
+                cs = None  # scores of another action form's choices (construct's, under select)
+            is_scored = step["valid"].copy()
+            if cs is None:
+                is_scored[:] = False
+            else:
+                is_scored &= cs[1] & ((flag[1] & (flag[0].reshape(n) > 0.5)) if flag is not None
+                                      else True)
+            scores.append(np.zeros((n,) + tuple(logits.shape[1:]), np.float32) if cs is None
+                          else np.where(is_scored[:, None, None], cs[0], 0.0).astype(np.float32))
+            scored.append(is_scored)
             for key, sink in (("coverage", covs), ("pl_precision", precs)):
                 got = step[key]
                 sink.append(np.where(got[1], got[0].reshape(n), np.nan) if got is not None
@@ -349,36 +446,69 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
             cell_targets = np.stack(cells).astype(np.float64) * c_cells
             cell_adv = cell_targets - np.stack(cvals)
         mixed = mix_advantages(adv, cell_adv, valid.astype(np.float64), cfg.cell_adv_coef, cfg.norm_adv)
+        score_arr, scored_arr = np.stack(scores) * np.float32(c_cells), np.stack(scored)
 
         # ---- flatten (T, N, ...) -> (T*N, ...)
         b_obs = {k: np.stack(v).reshape(-1, *v[0].shape[1:]) for k, v in obs_buf.items()}
         b_act, b_logp, b_adv = batch(acts), batch(logps), batch(list(mixed))
         b_ret, b_w = batch(list(returns)), batch(valids)
         b_cell = None if cell_targets is None else batch(list(cell_targets))
-        total = len(b_ret)
+        flat_scored = scored_arr.reshape(-1)
+        flat_scores = score_arr.reshape(-1, *score_arr.shape[2:])
+        use_pg = cfg.pg_coef > 0.0
+        if cfg.all_action_coef > 0.0 and flat_scored.any():
+            keep = max(cfg.replay, int(flat_scored.sum()))
+            state.remember({k: v[flat_scored] for k, v in b_obs.items()}, flat_scores[flat_scored], keep)
+        use_aa = cfg.all_action_coef > 0.0 and state.replay_scores is not None \
+            and len(state.replay_scores) > 0
+        if use_pg:  # PPO over the rollout; the all-action term on its scored steps
+            t_obs, t_scores, t_scored = b_obs, torch.as_tensor(flat_scores, device=device), \
+                torch.as_tensor(flat_scored, dtype=torch.float32, device=device)
+        elif use_aa:  # only scored steps carry a gradient: learn from the replay window alone
+            assert state.replay_obs is not None and state.replay_scores is not None
+            t_obs = state.replay_obs
+            t_scores = torch.as_tensor(state.replay_scores, device=device)
+            t_scored = torch.ones(len(t_scores), device=device)
+        else:
+            t_obs, t_scores, t_scored = b_obs, None, None
+        total = len(next(iter(t_obs.values())))
 
         # ---- update
         stats: dict[str, list[float]] = {}
         stop = False
-        for _epoch in range(cfg.n_epochs):
+        for _epoch in range(cfg.n_epochs if (use_pg or use_aa) else 0):
             perm = rng.permutation(total)
             for start in range(0, total, cfg.minibatch_size):
                 idx = perm[start:start + cfg.minibatch_size]
-                mb_obs = {k: v[idx] for k, v in b_obs.items()}
+                mb_obs = {k: v[idx] for k, v in t_obs.items()}
                 ti = torch.as_tensor(idx, device=device)
                 logits, value, cell_value = net(*layout.tensors(mb_obs, device))
-                loss, s = ppo_loss(logits, value, cell_value, b_act[ti], b_logp[ti], b_adv[ti], b_ret[ti],
-                                   None if b_cell is None else b_cell[ti], b_w[ti], cfg)
+                loss = torch.zeros((), device=device)
+                s: dict[str, float] = {}
+                if use_pg:
+                    pg, s = ppo_loss(logits, value, cell_value, b_act[ti], b_logp[ti], b_adv[ti],
+                                     b_ret[ti], None if b_cell is None else b_cell[ti], b_w[ti], cfg)
+                    loss = loss + cfg.pg_coef * pg
+                else:
+                    entropy = categorical_entropy(logits).mean()
+                    loss = loss - cfg.ent_coef * entropy
+                    s["entropy"] = entropy.item()
+                if use_aa:
+                    assert t_scores is not None and t_scored is not None
+                    aa = all_action_loss(logits, t_scores[ti], t_scored[ti], cfg.temperature)
+                    loss = loss + cfg.all_action_coef * aa
+                    s["all_action_loss"] = aa.item()
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 for k, v in s.items():
                     stats.setdefault(k, []).append(v)
-            epoch_kl = np.mean(stats["approx_kl"][-math.ceil(total / cfg.minibatch_size):])
-            if cfg.target_kl is not None and epoch_kl > cfg.target_kl:
-                stop = True
-                break
+            if use_pg:
+                epoch_kl = np.mean(stats["approx_kl"][-math.ceil(total / cfg.minibatch_size):])
+                if cfg.target_kl is not None and epoch_kl > cfg.target_kl:
+                    stop = True
+                    break
 
         state.updates += 1
         var_r = float(np.var(returns[valid]))
@@ -389,6 +519,7 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
             "pl_precision": _valid_mean(np.stack(precs), valid),
             "explained_variance": (float("nan") if var_r == 0 else
                                    1.0 - float(np.var((returns - values)[valid])) / var_r),
+            "scored_steps": int(scored_arr.sum()),
             "early_stop": stop, "time_s": time.perf_counter() - t0,
             **{k: float(np.mean(v)) for k, v in stats.items()},
         }
