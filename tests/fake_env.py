@@ -3,10 +3,21 @@
 Each step draws a scene on a ``G x G`` grid: a hidden true rectangle (the referent), a prior box
 (right, displaced onto a distractor, or missing), and a teacher probability map that is right
 most of the time, unsure near the object's border, and *confidently wrong* on a distractor
-rectangle (the overfit-teacher failure the design notes describe). The label of a selected cell
-is ``label_source > 0.5``; the reward is the mean over cells of
-``+1`` for a selected cell with the right label and ``-wrong_cost`` for a wrong one, and
-``info["cell_rewards"]`` is each cell's share. No segmenter: the state distribution is stationary.
+rectangle (the overfit-teacher failure the design notes describe). No segmenter: the state
+distribution is stationary.
+
+Two action forms, like the real env's ``action``:
+
+* ``select`` (default): ``MultiBinary(G*G)``; the label of a selected cell is ``label_source > 0.5``.
+* ``construct``: ``MultiDiscrete([4] * G*G)`` of the codes of :data:`l2l_env.labels.CHOICES`
+  (ignore, background, foreground, teacher: the cell's label is ``teacher > 0.5``).
+
+The reward is the mean over cells of ``+1`` for a labeled cell with the right label and
+``-wrong_cost`` for a wrong one, and ``info["cell_rewards"]`` is each cell's share. Under
+``construct`` the env also says what every choice would have earned: ``info["cell_scores"]``
+``(G*G, 4)`` and ``info["scored"] = True``, like the real env's ``heldout`` reward on its calibration
+steps; with ``score_every = N > 1`` only every N-th step is scored (the others earn 0 and carry no
+``cell_scores``).
 """
 
 from __future__ import annotations
@@ -39,8 +50,13 @@ class FakePseudoLabelEnv(gym.Env):
     def __init__(self, grid_size: int = 8, text_dim: int = 16, episode_steps: int = 32,
                  wrong_cost: float = 3.0, prior_wrong: float = 0.2, no_prior_rate: float = 0.1,
                  distractor_rate: float = 0.7, include_image: bool = False,
-                 label_source: str = "teacher") -> None:
+                 label_source: str = "teacher", action: str = "select", score_every: int = 1) -> None:
+        if action not in ("select", "construct"):
+            raise ValueError(f"action={action!r}; expected 'select' or 'construct'")
+        if score_every < 1:
+            raise ValueError(f"score_every={score_every}; expected a positive integer")
         g = grid_size
+        self.action, self.score_every = action, score_every
         self.grid_size, self.text_dim, self.episode_steps = g, text_dim, episode_steps
         self.wrong_cost, self.prior_wrong, self.no_prior_rate = wrong_cost, prior_wrong, no_prior_rate
         self.distractor_rate, self.label_source = distractor_rate, _check_label_source(label_source)
@@ -52,7 +68,8 @@ class FakePseudoLabelEnv(gym.Env):
         if include_image:
             obs["image"] = spaces.Box(0.0, 1.0, (3, g, g), np.float32)
         self.observation_space = spaces.Dict(obs)
-        self.action_space = spaces.MultiBinary(g * g)
+        self.action_space = (spaces.MultiBinary(g * g) if action == "select"
+                             else spaces.MultiDiscrete(np.full(g * g, 4, dtype=np.int64)))
         self._t = 0
         self._truth = np.zeros((g, g), bool)
         self._obs: dict[str, np.ndarray] = {}
@@ -103,15 +120,29 @@ class FakePseudoLabelEnv(gym.Env):
         g2 = self.grid_size ** 2
         if a.shape != (g2,):
             raise ValueError(f"action shape {a.shape} is wrong; expected ({g2},)")
-        if not np.isin(a, (0, 1)).all():
-            raise ValueError("action values must be exactly 0 or 1")
-        sel = a.astype(bool)
-        label = (self._obs[self.label_source][0] > 0.5).ravel()
-        correct = label == self._truth.ravel()
-        cell = np.where(sel, np.where(correct, 1.0, -self.wrong_cost), 0.0) / g2
+        fg_true = self._truth.ravel()
+        teacher_label = (self._obs["teacher"][0] > 0.5).ravel()
+        if self.action == "select":
+            if not np.isin(a, (0, 1)).all():
+                raise ValueError("action values must be exactly 0 or 1")
+            sel = a.astype(bool)
+            label = (self._obs[self.label_source][0] > 0.5).ravel()
+        else:
+            if not np.isin(a, (0, 1, 2, 3)).all():
+                raise ValueError("action values must be codes 0..3")
+            sel = a != 0
+            label = np.select([a == 1, a == 2], [False, True], teacher_label)
+
+        def pays(right: np.ndarray) -> np.ndarray:
+            return np.where(right, 1.0, -self.wrong_cost) / g2
+
+        correct = label == fg_true
+        cell = np.where(sel, pays(correct), 0.0)
+        scored = self.action == "construct" and self._t % self.score_every == self.score_every - 1
+        if self.action == "construct" and not scored:
+            cell = np.zeros(g2)
         reward = float(cell.sum())
         n_sel = int(sel.sum())
-        fg_true = self._truth.ravel()
         info = {
             "coverage": n_sel / g2,
             "reward_components": {"correct": float((sel & correct).sum() / g2),
@@ -122,6 +153,11 @@ class FakePseudoLabelEnv(gym.Env):
             "updated": False,
             "segmenter": {},
         }
+        if self.action == "construct":
+            info["scored"] = bool(scored)
+            if scored:
+                info["cell_scores"] = np.stack([np.zeros(g2), pays(~fg_true), pays(fg_true),
+                                                pays(teacher_label == fg_true)], 1).astype(np.float32)
         self._t += 1
         truncated = self._t >= self.episode_steps
         self._obs = self._scene()

@@ -10,7 +10,9 @@ import pytest
 import agents
 from agents.base import read_manifest, write_manifest
 
-BUILTIN = ["agreement", "all", "l2l", "none", "prior", "random", "threshold"]
+BUILTIN = ["agreement", "all", "fusion", "l2l", "none", "oracle-construct", "oracle-select", "prior",
+           "random", "threshold"]
+ORACLES = {"oracle-construct", "oracle-select"}
 
 
 def test_available_lists_every_builtin_and_the_sb3_family():
@@ -24,6 +26,28 @@ def test_make_builds_each_builtin(name):
     agent = agents.make(name)
     assert isinstance(agent, agents.Agent) and agent.name == name
     assert agent.is_learner == (name == "l2l")
+    assert agent.needs_truth == (name in ORACLES)
+    assert agents.agent_class(name) is type(agent)
+
+
+def test_every_registered_name_is_known_here():
+    """A new agent must be added to BUILTIN (and so to the tests that go over it)."""
+    assert set(agents.available()) == set(BUILTIN) | {"sb3:<variant>"}
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN if n != "l2l"])
+@pytest.mark.parametrize("form", ["construct", "select"])
+def test_every_heuristic_speaks_both_action_forms(name, form):
+    g = 4
+    obs = {k: np.full((1, g, g), 0.97, np.float32) for k in ("prior", "student", "teacher", "truth")}
+    obs.update(uncertainty=np.zeros((1, g, g), np.float32), text=np.zeros(8, np.float32),
+               no_prior=np.zeros(1, np.float32), progress=np.zeros(1, np.float32))
+    kw = {"p": 1.0} if name == "random" else {}
+    action = agents.make(name, action_form=form, **kw).act(obs)
+    assert action.shape == (g * g,) and action.dtype == np.int8
+    assert set(np.unique(action)) <= (set(range(4)) if form == "construct" else {0, 1})
+    if name != "none":  # everything is confidently foreground and right: every cell is labeled
+        assert (action != 0).all()
 
 
 def test_unknown_name_lists_known_names():

@@ -10,7 +10,7 @@ import agents
 from agents.features import MapFeaturesExtractor
 from fake_env import FakePseudoLabelEnv
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(env, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -84,3 +84,12 @@ def test_box_only_algorithm_runs_through_cell_weights(tmp_path):
 def test_act_before_learning_says_what_to_do():
     with pytest.raises(RuntimeError, match="call learn"):
         agents.make("sb3:ppo").act(_batch(FakePseudoLabelEnv(grid_size=4), 1))
+
+
+def test_sb3_agents_refuse_the_construct_form():
+    """SB3 agents learn the selection ablation only (``action="select"``)."""
+    env = FakePseudoLabelEnv(grid_size=4, action="construct")
+    with pytest.raises(ValueError, match="MultiBinary"):
+        agents.make("sb3:ppo", n_steps=8, features_dim=16).learn(env, total_steps=8)
+    with pytest.raises(TypeError, match="MultiBinary"):
+        agents.make("sb3:sac", features_dim=16, buffer_size=64).learn(env, total_steps=8)
