@@ -1,7 +1,8 @@
 """The SynthRef ablation of benchmarks/RESULTS.md: ``l2l-ablate`` with the reduced-budget config
 ``experiments/configs/synthref_ablation.toml`` (stated there: 300 warm-up steps, 1,024 loop
-samples, 500 eval sentences per split), every heuristic agent, ``sb3:ppo`` and ``l2l``, plus the
-supervised-only and fully supervised rows.
+steps, 500 eval sentences per split), the agents of :data:`AGENTS` (every heuristic in its
+construction form, ``l2l`` and the two analysis-only oracles), plus the supervised-only and fully
+supervised rows.
 
     python benchmarks/run_ablation.py [--ratios 0.01,0.05,0.1] [--seeds 0,1,2] [--jobs 1]
         [--agents ...] [--out benchmarks/ablation] [KEY=VALUE ...]
@@ -21,13 +22,16 @@ from pathlib import Path
 
 from experiments import ablate
 
+AGENTS = "all,prior,threshold,agreement,fusion,l2l,oracle-select,oracle-construct"
+"""The default agents (``none``, the supervised-only row, is always added)."""
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--ratios", default="0.01,0.05,0.1")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--agents", default=None, help="default: every heuristic, sb3:ppo, l2l")
+    p.add_argument("--agents", default=AGENTS, help=f"default: {AGENTS}")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/ablation-synthref")

@@ -86,8 +86,7 @@ class RunConfig:
     split_seed: int = 0
     split_dir: str | None = None
     agent: str = "l2l"
-    agent_options: dict[str, Any] = field(default_factory=lambda: {"l2l": {"n_epochs": 2,
-                                                                           "minibatch_size": 64}})
+    agent_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "simulated/qwen2.5-vl-7b"
     prior_options: dict[str, Any] = field(default_factory=dict)
     warmup_steps: int = 500
@@ -100,8 +99,7 @@ class RunConfig:
     eval_every: int = 1024
     eval_subset: int = 200
     log_images: int = 4
-    env: dict[str, Any] = field(default_factory=lambda: {"update_interval": 32, "update_steps": 4,
-                                                         "labeled_batch": 16})
+    env: dict[str, Any] = field(default_factory=dict)
     segmenter: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     out: str | None = None

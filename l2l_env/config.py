@@ -68,7 +68,7 @@ class EnvConfig:
     label_source: str = "teacher"
     calibration_every: int = 4
     update_interval: int = 32
-    update_steps: int = 2
+    update_steps: int = 4
     labeled_batch: int = 16
     pseudo_weight: float = 1.0
     episode_steps: int = 128

@@ -148,6 +148,7 @@ class PseudoLabelEnv(gym.Env):
         self._truth = GroundTruthVault(unlabeled.masks)
         unlabeled.masks = None  # from here on only the vault holds them
         self.unlabeled: SampleBank = unlabeled
+        self.num_unlabeled = len(unlabeled)
         if cfg.calibration_every and len(self.probe) == 0:
             raise ValueError(f"calibration_every={cfg.calibration_every} needs held-out labeled "
                              f"samples, but probe_size={cfg.probe_size} with "
@@ -156,6 +157,8 @@ class PseudoLabelEnv(gym.Env):
     def shard(self, rank: int, world_size: int) -> dict[str, int]:
         """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred
         object from ``rank``), ground truth with it; call before the first ``reset``."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"shard(rank={rank}, world_size={world_size}): expected 0 <= rank < world_size")
         if self._started:
             raise RuntimeError("shard() after the first reset(): the run has already started")
         bank = self.unlabeled
@@ -165,6 +168,7 @@ class PseudoLabelEnv(gym.Env):
                              f"is too small for {world_size} ranks")
         rows = [r for g in groups for r in g]
         self.unlabeled = bank.take(rows)
+        self.num_unlabeled = len(self.unlabeled)
         self._truth = self._truth.take(rows)
         return {"rank": rank, "refs": len(groups), "samples": len(rows)}
 
@@ -204,7 +208,6 @@ class PseudoLabelEnv(gym.Env):
             # held-out labeled probe, whose masks are labeled ground truth.
             calibrate = self.config.calibration_every > 0
             self.loop_bank = concat_banks(self.unlabeled, self.probe) if calibrate else self.unlabeled
-            self.num_unlabeled = len(self.unlabeled)
         self._rng = np.random.default_rng(self.np_random.integers(2**63))
         self._calib_rng = np.random.default_rng(self.np_random.integers(2**63))
         self._schedule = np.zeros(0, dtype=np.int64)
@@ -468,14 +471,14 @@ class PseudoLabelEnv(gym.Env):
             img = bank.images[row].astype(np.float32) / 255.0
             obs["image"] = pool_to_grid(np.moveaxis(img, -1, 0), self.grid_size)
         if self.config.oracle_obs:  # analysis only: info["oracle"] is True
-            mask = self._calibration_mask(row) if self.is_calibration(row) else self._truth.mask(row)
+            mask = self.diagnostic_mask(row)
             obs["truth"] = L.cell_fraction(mask.astype(np.float32), self.grid_size)[None]
         return {k: np.clip(v, 0.0 if k != "text" else -1.0, 1.0).astype(np.float32)
                 for k, v in obs.items()}
 
     def _truth_cells(self, row: int):
         def truth() -> np.ndarray:
-            mask = self._calibration_mask(row) if self.is_calibration(row) else self._truth.mask(row)
+            mask = self.diagnostic_mask(row)
             return L.cell_fraction(mask.astype(np.float32), self.grid_size).ravel()
         return truth
 

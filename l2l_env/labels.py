@@ -96,7 +96,7 @@ def from_selection(selection: np.ndarray, source_full: np.ndarray, source: str) 
 
 
 def choice_scores(teacher_full: np.ndarray, truth: np.ndarray, grid: int, *,
-                  wrong_cost: float = 2.0, fg_weight: float = 1.0) -> np.ndarray:
+                  wrong_cost: float = 2.0, fg_weight: float = 4.0) -> np.ndarray:
     """``(G*G, 4)`` float32: the score of each choice in each cell against a ground-truth mask.
 
     A labeled pixel scores ``+w`` when its label is right and ``-wrong_cost * w`` when it is

@@ -17,7 +17,7 @@ no other reward can read an unlabeled sample's mask. ``heldout_truth`` is the ma
   cells cost (the paper's reward from multimodal priors and model predictions).
 * ``utility`` - delayed: after each segmenter update, the change of the student's mIoU on a
   held-out labeled probe, credited on the step that triggered the update.
-* ``hybrid`` (default) - a weighted sum of both.
+* ``hybrid`` - a weighted sum of both (the reward of the published selection ablation).
 * ``oracle`` - IoU of the selected foreground cells against the ground-truth mask; analysis only.
 """
 
@@ -175,7 +175,7 @@ class HeldoutReward(Reward):
     :param utility_weight: weight of the delayed probe-mIoU utility on update steps (0: none).
     """
 
-    def __init__(self, wrong_cost: float = 2.0, fg_weight: float = 1.0, utility_weight: float = 0.0,
+    def __init__(self, wrong_cost: float = 2.0, fg_weight: float = 4.0, utility_weight: float = 0.0,
                  utility: dict | None = None) -> None:
         if wrong_cost < 0 or fg_weight <= 0:
             raise ValueError(f"heldout reward: wrong_cost must be >= 0 and fg_weight > 0, "

@@ -202,7 +202,7 @@ def test_selector_net_rejects_bad_init_probs():
 
 
 def test_config_init_probs_follow_the_action_form():
-    assert L2LConfig().n_choices == 4 and L2LConfig(action_form="select").n_choices == 2
+    assert L2LConfig().n_choices == 4 and L2LConfig(**PPO_SELECT).n_choices == 2
     np.testing.assert_allclose(L2LConfig(init_teacher_prob=0.4).init_probs, (0.2, 0.2, 0.2, 0.4))
     np.testing.assert_allclose(L2LConfig(action_form="select", init_select_prob=0.3).init_probs,
                                (0.7, 0.3))

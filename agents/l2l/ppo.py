@@ -133,6 +133,9 @@ class L2LConfig:
                   "all_action_coef": self.all_action_coef >= 0.0,
                   "init_select_prob": 0.0 < self.init_select_prob < 1.0,
                   "init_teacher_prob": 0.0 < self.init_teacher_prob < 1.0}
+        if self.action_form == "select" and not (self.explore and self.pg_coef > 0.0):
+            raise ValueError("L2LConfig(action_form='select'): the select form has no choice scores "
+                             "to learn from; it learns by PPO: set explore=True and pg_coef > 0")
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"L2LConfig: invalid value for {bad}: "
