@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/ablation-synthref")
+    p.add_argument("--table-only", action="store_true", help="only aggregate the finished runs")
     args = p.parse_intermixed_args()
     argv = ["--config", "synthref_ablation", "--ratios", args.ratios, "--seeds", args.seeds,
             "--jobs", str(args.jobs), "--out", args.out]
@@ -42,6 +43,8 @@ def main() -> int:
         argv += ["--threads", str(args.threads)]
     if args.agents:
         argv += ["--agents", args.agents]
+    if args.table_only:
+        argv.append("--table-only")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     code = ablate.main(argv + args.overrides)
     keep = Path(__file__).resolve().parent / "ablation"

@@ -103,19 +103,7 @@ def shard_unlabeled(env: Any, ctx: DistContext) -> dict[str, Any]:
     """Keep this rank's shard of the env's unlabeled pool (before the env's first reset)."""
     if not ctx.enabled:
         return {}
-    from l2l_env.bank import GroundTruthVault
-
-    bank = env.unlabeled
-    groups = [g for i, g in enumerate(bank.ref_rows) if i % ctx.world_size == ctx.rank]
-    if not groups:
-        raise ValueError(f"rank {ctx.rank}: the unlabeled pool ({bank.num_refs} referred objects) is "
-                         f"too small for {ctx.world_size} ranks")
-    rows = [r for g in groups for r in g]
-    env.unlabeled = bank.take(rows)
-    vault = env._truth
-    if vault.available:
-        env._truth = GroundTruthVault(vault._masks[rows])
-    return {"rank": ctx.rank, "refs": len(groups), "samples": len(rows)}
+    return env.shard(ctx.rank, ctx.world_size)
 
 
 @torch.no_grad()

@@ -495,7 +495,7 @@ class Runner:
         if self.semi and self.recorder is not None and self.recorder.recent:
             recent = list(self.recorder.recent)[-n:]
             pic = selection_panels(self.segmenter, self.env.unwrapped.loop_bank, recent)
-            self.logger.image("samples/unlabeled_labels", pic, step)
+            self.logger.image("samples/unlabeled_selection", pic, step)
         bank = self.bank
         rows = list(range(min(n, len(bank))))
         pic = eval_panels(self.segmenter, bank.images[rows], bank.priors[rows],

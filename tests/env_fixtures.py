@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-TINY_SEGMENTER = {"widths": (8, 16, 16, 16), "depths": (1, 1, 1, 1), "stem_width": 8,
-                  "decoder_width": 8, "text_dim": 16}
+from conftest import TINY_SEGMENTER as _ARCH
+
+TINY_SEGMENTER = {**_ARCH, "decoder_width": 8}
+"""The shared tiny segmenter (``conftest.TINY_SEGMENTER``) with a narrower decoder."""
 
 
 def tiny_env_kwargs(cache_dir, **overrides) -> dict:

@@ -204,7 +204,7 @@ def test_selector_net_rejects_bad_init_probs():
 def test_config_init_probs_follow_the_action_form():
     assert L2LConfig().n_choices == 4 and L2LConfig(**PPO_SELECT).n_choices == 2
     np.testing.assert_allclose(L2LConfig(init_teacher_prob=0.4).init_probs, (0.2, 0.2, 0.2, 0.4))
-    np.testing.assert_allclose(L2LConfig(action_form="select", init_select_prob=0.3).init_probs,
+    np.testing.assert_allclose(L2LConfig(**PPO_SELECT, init_select_prob=0.3).init_probs,
                                (0.7, 0.3))
 
 
@@ -230,7 +230,7 @@ def test_construct_act_is_the_most_probable_choice_and_batched():
 
 def test_select_act_is_keep_probability_above_half():
     env = FakePseudoLabelEnv()
-    agent = agents.make("l2l", action_form="select", **FAST)
+    agent = agents.make("l2l", **PPO_SELECT, **FAST)
     batch = _batch(env, 4)
     probs = agent.probabilities(batch)
     assert probs.shape == (4, 64, 2)
@@ -316,7 +316,7 @@ def test_agent_refuses_an_env_of_the_other_action_form():
     with pytest.raises(ValueError, match="action_form='select'"):
         agents.make("l2l", **FAST).learn(FakePseudoLabelEnv(action="select"), 32)
     with pytest.raises(ValueError, match="action_form='construct'"):
-        agents.make("l2l", action_form="select", **FAST).learn(FakePseudoLabelEnv(action="construct"), 32)
+        agents.make("l2l", **PPO_SELECT, **FAST).learn(FakePseudoLabelEnv(action="construct"), 32)
 
 
 def test_callback_can_stop_learning_and_tensorboard_writer_gets_scalars():

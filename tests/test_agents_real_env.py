@@ -43,7 +43,8 @@ def _make(name: str, form: str) -> agents.Agent:
     if name.startswith("sb3:"):
         return agents.make(name, n_steps=8, batch_size=8, n_epochs=1, features_dim=16)
     if name == "l2l":
-        return agents.make(name, action_form=form, **SMALL_L2L)
+        select = {"explore": True, "pg_coef": 1.0} if form == "select" else {}
+        return agents.make(name, action_form=form, **select, **SMALL_L2L)
     return agents.make(name, action_form=form)
 
 

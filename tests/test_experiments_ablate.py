@@ -6,16 +6,8 @@ import csv
 import json
 
 import pytest
-import torch
 
 from experiments import ablate
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def test_plan_adds_supervised_rows_and_names_runs():
@@ -39,6 +31,7 @@ def test_tables_give_mean_std_and_gap_closed():
     assert row["n"] == 2 and row["mean"] == pytest.approx(0.62)
 
 
+@pytest.mark.slow
 def test_tiny_ablation_writes_table_csv_and_plot(l2l_cache, tmp_path):
     out = tmp_path / "abl"
     argv = ["--config", "smoke", "--agents", "threshold", "--ratios", "0.2", "--seeds", "0",

@@ -19,11 +19,13 @@ def test_overrides_parse_toml_literals_and_dotted_keys():
                         ["label_ratio=0.1", "env.update_interval=16", "segmenter.widths=[8,16,16,16]",
                          "agent_options.tau=0.95", "eval_splits=[\"val\"]", "prior=simulated/kosmos-2"])
     assert cfg.label_ratio == 0.1 and cfg.agent == "threshold"
-    assert cfg.env["update_interval"] == 16 and cfg.env["update_steps"] == 4  # merged, not replaced
-    assert cfg.segmenter["widths"] == [8, 16, 16, 16] and C.agent_kwargs(cfg) == {"tau": 0.95}
+    assert cfg.env == {"update_interval": 16}
+    assert cfg.segmenter["widths"] == [8, 16, 16, 16]
+    assert C.agent_kwargs(cfg) == {"tau": 0.95, "action_form": "construct"}
     assert cfg.eval_splits == ["val"]
     resolved = C.validate(cfg, check_paths=False)
-    assert resolved["env"]["update_interval"] == 16
+    # the override is merged onto the env's own defaults, not replacing them
+    assert resolved["env"]["update_interval"] == 16 and resolved["env"]["update_steps"] == 4
     assert resolved["prior_provider"] == "simulated" and resolved["prior_options"]["preset"] == "kosmos-2"
     assert resolved["out"] == "runs/synthref-threshold-10pct-s0"
 
@@ -112,7 +114,7 @@ def test_every_shipped_config_dry_runs(name, capsys):
 def test_agent_option_tables_apply_to_their_agent_only():
     overrides = ["agent_options.l2l.n_steps=16", "agent_options.threshold.tau=0.8"]
     thr = C.load_config(None, {"agent": "threshold"}, overrides)
-    assert C.agent_kwargs(thr) == {"tau": 0.8}
+    assert C.agent_kwargs(thr) == {"tau": 0.8, "action_form": "construct"}
     l2l = C.load_config(None, {"agent": "l2l"}, overrides)
     assert C.agent_kwargs(l2l)["n_steps"] == 16 and "tau" not in C.agent_kwargs(l2l)
     assert C.rollout_length(l2l) == 16 and C.rollout_length(thr) == 1

@@ -27,13 +27,6 @@ def tiny_args(cache, out, *extra):
             "agent_options.l2l.n_epochs=1", *extra]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def reference(l2l_cache, tmp_path_factory):
     """One uninterrupted tiny run (the ``l2l`` agent)."""
@@ -44,6 +37,7 @@ def reference(l2l_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_writes_results_checkpoint_and_logs(reference):
     res = json.loads((reference / "results.json").read_text())
     assert set(res) >= {"config", "metrics", "pseudo_labels", "timing"}
@@ -65,13 +59,19 @@ def test_run_writes_results_checkpoint_and_logs(reference):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     loop = EventAccumulator(str(reference / "tb" / "loop")).Reload().Tags()
-    assert {"loop/coverage", "loop/reward", "loop/pl_precision", "loop/seg_loss"} <= set(loop["scalars"])
+    assert {"loop/coverage", "loop/reward", "loop/pl_precision", "loop/seg_loss",
+            "loop/pl_iou_prior", "loop/pl_iou_teacher", "loop/pl_iou_label"} <= set(loop["scalars"])
+    curves = json.loads((reference / "results.json").read_text())["pseudo_labels"]["curves"]
+    assert curves and all({"pl_iou_prior", "pl_iou_teacher", "pl_iou_label"} <= set(c) for c in curves)
+    for picture in ("pseudo_label_quality.png", "samples.png"):
+        assert (reference / picture).stat().st_size > 1000
     assert any(t.startswith("l2l/") for t in loop["scalars"])
     assert "samples/unlabeled_selection" in loop["images"]
     evals = EventAccumulator(str(reference / "tb" / "eval")).Reload().Tags()
     assert "eval/val/mIoU" in evals["scalars"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(reference, l2l_cache, tmp_path):
     out = tmp_path / "killed"
     env = dict(os.environ, **{KILL_ENV: "20", "OMP_WAIT_POLICY": "PASSIVE"})
@@ -114,6 +114,7 @@ def test_corrupt_prior_cache_and_checkpoint_are_clear_errors(l2l_cache, tmp_path
     assert "corrupt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fully_supervised_run_has_no_loop(l2l_cache, tmp_path):
     out = tmp_path / "full"
     assert run_main(tiny_args(l2l_cache, out, "--label-ratio", "1.0", "warmup_steps=4")) == 0

@@ -111,10 +111,12 @@ def test_choice_scores_exact_numbers():
 
 
 def test_choice_scores_defaults_and_wrong_cost():
-    s = L.choice_scores(TEACHER, TRUTH, 2)  # wrong_cost 2, fg_weight 1
+    assert L.choice_scores(TEACHER, TRUTH, 2) == pytest.approx(
+        L.choice_scores(TEACHER, TRUTH, 2, wrong_cost=2.0, fg_weight=4.0))  # the defaults
+    s = L.choice_scores(TEACHER, TRUTH, 2, fg_weight=1.0)  # wrong_cost 2
     np.testing.assert_allclose(s[0], [0.0, -1.25, 0.25, 0.25], atol=1e-6)
     np.testing.assert_allclose(s[3], [0.0, -2.0, 1.0, 0.25], atol=1e-6)
-    free = L.choice_scores(TEACHER, TRUTH, 2, wrong_cost=0.0)
+    free = L.choice_scores(TEACHER, TRUTH, 2, wrong_cost=0.0, fg_weight=1.0)
     # without a cost every choice scores its fraction of right pixels
     np.testing.assert_allclose(free[:, L.FOREGROUND], [0.75, 0.0, 0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(free[:, L.BACKGROUND], [0.25, 1.0, 1.0, 0.0], atol=1e-6)
@@ -130,7 +132,8 @@ def test_labelling_pays_only_above_the_break_even_accuracy(wrong_cost):
         truth = np.zeros((s, s), bool)
         truth.ravel()[:k] = True
         q = k / (s * s)
-        fg = L.choice_scores(np.zeros((s, s)), truth, grid, wrong_cost=wrong_cost)[0, L.FOREGROUND]
+        fg = L.choice_scores(np.zeros((s, s)), truth, grid, wrong_cost=wrong_cost,
+                             fg_weight=1.0)[0, L.FOREGROUND]
         assert fg == pytest.approx(q - wrong_cost * (1 - q), abs=1e-5)
         if abs(q - wrong_cost / (1 + wrong_cost)) > 1e-9:
             assert (fg > 0) == (q > wrong_cost / (1 + wrong_cost))

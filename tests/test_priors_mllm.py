@@ -17,8 +17,6 @@ from l2l_env.priors.mllm_parsers import (finalize_box, json_boxes, parse_florenc
                                          parse_qwen25)
 from mllm_fixtures import build_florence2, build_qwen2_5_vl, build_qwen2_vl
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
 HW = (70, 100)  # original (height, width) used by the parser tests
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from l2l_env.priors.base import Grounding
 from l2l_env.priors.proposals import NO_PRIOR_VALUE, to_soft_proposal
 from l2l_env.priors.sam import SamProposer
 from mllm_fixtures import build_sam
-
-torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="module")

@@ -4,26 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from segmenter import Segmenter, SegmenterConfig, TextEncoder
+from segmenter import Segmenter, SegmenterConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and threads stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-TINY = dict(image_size=32, stem_width=8, widths=(8, 16, 16, 16), depths=(1, 1, 1, 1),
-            decoder_width=16, text_dim=16, warmup_steps=2, total_steps=20, prior_dropout=0.5,
-            ema_momentum=0.9)
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return TextEncoder("minilm")
+@pytest.fixture
+def tiny(tiny_segmenter):
+    """The shared tiny architecture with this module's training settings."""
+    return {**tiny_segmenter, "image_size": 32, "warmup_steps": 2, "total_steps": 20,
+            "prior_dropout": 0.5, "ema_momentum": 0.9}
 
 
 def _batch(step: int, n: int = 4, size: int = 32):
@@ -43,8 +33,8 @@ def _assert_same_modules(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[k], sb[k]), k
 
 
-def test_resume_gives_the_same_next_step_bit_for_bit(text_encoder, tmp_path):
-    run = Segmenter(SegmenterConfig(**TINY), text_encoder=text_encoder)
+def test_resume_gives_the_same_next_step_bit_for_bit(text_encoder, tiny, tmp_path):
+    run = Segmenter(SegmenterConfig(**tiny), text_encoder=text_encoder)
     for step in range(3):
         run.train_step(*_batch(step))
     path = tmp_path / "ckpt" / "seg.pt"
@@ -65,30 +55,30 @@ def test_resume_gives_the_same_next_step_bit_for_bit(text_encoder, tmp_path):
                                   run.predict(images, priors, phrases, teacher=True))
 
 
-def test_state_dict_round_trip_in_memory_and_config_mismatch(text_encoder):
-    a = Segmenter(SegmenterConfig(**TINY), text_encoder=text_encoder)
+def test_state_dict_round_trip_in_memory_and_config_mismatch(text_encoder, tiny):
+    a = Segmenter(SegmenterConfig(**tiny), text_encoder=text_encoder)
     a.train_step(*_batch(0))
-    b = Segmenter(SegmenterConfig(**{**TINY, "seed": 0}), text_encoder=text_encoder)
+    b = Segmenter(SegmenterConfig(**{**tiny, "seed": 0}), text_encoder=text_encoder)
     b.load_state_dict(a.state_dict())
     assert b.step == 1
     assert a.train_step(*_batch(1)) == b.train_step(*_batch(1))
-    other = Segmenter(SegmenterConfig(**{**TINY, "decoder_width": 8}), text_encoder=text_encoder)
+    other = Segmenter(SegmenterConfig(**{**tiny, "decoder_width": 8}), text_encoder=text_encoder)
     with pytest.raises(ValueError, match="decoder_width"):
         other.load_state_dict(a.state_dict())
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Segmenter.load("/nonexistent/seg.pt")
 
 
-def test_training_rng_is_the_segmenters_own(text_encoder):
+def test_training_rng_is_the_segmenters_own(text_encoder, tiny):
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    seg = Segmenter(SegmenterConfig(**TINY), text_encoder=text_encoder)
+    seg = Segmenter(SegmenterConfig(**tiny), text_encoder=text_encoder)
     seg.train_step(*_batch(0))
     assert torch.equal(torch.get_rng_state(), before)
 
 
-def test_non_finite_loss_stops_with_the_step_and_leaves_the_model(text_encoder):
-    seg = Segmenter(SegmenterConfig(**TINY), text_encoder=text_encoder)
+def test_non_finite_loss_stops_with_the_step_and_leaves_the_model(text_encoder, tiny):
+    seg = Segmenter(SegmenterConfig(**tiny), text_encoder=text_encoder)
     seg.train_step(*_batch(0))
     seg.train_step(*_batch(1))
     with torch.no_grad():

@@ -6,23 +6,13 @@ import torch
 
 from segmenter import Segmenter, SegmenterConfig, TextEncoder, resize_batch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and threads stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY = dict(stem_width=8, widths=(8, 16, 16, 16), depths=(1, 1, 1, 1), decoder_width=16,
-            text_dim=16, warmup_steps=1, lr=5e-3, prior_dropout=0.0)
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return TextEncoder("minilm")
+@pytest.fixture
+def tiny(tiny_segmenter):
+    """The shared tiny architecture with this module's training settings."""
+    return {**tiny_segmenter, "warmup_steps": 1, "lr": 5e-3, "prior_dropout": 0.0}
 
 
 def _data(n: int, size: int, seed: int = 0):
@@ -37,8 +27,8 @@ def _data(n: int, size: int, seed: int = 0):
     return images, priors, phrases, targets
 
 
-def _trained(text_encoder, steps: int = 3, **kw) -> Segmenter:
-    seg = Segmenter(SegmenterConfig(image_size=32, **{**TINY, **kw}), text_encoder=text_encoder)
+def _trained(text_encoder, tiny, steps: int = 3, **kw) -> Segmenter:
+    seg = Segmenter(SegmenterConfig(image_size=32, **{**tiny, **kw}), text_encoder=text_encoder)
     images, priors, phrases, targets = _data(4, 32)
     for _ in range(steps):
         seg.train_step(images, priors, phrases, targets, None)
@@ -46,8 +36,8 @@ def _trained(text_encoder, steps: int = 3, **kw) -> Segmenter:
 
 
 @pytest.mark.parametrize("size", [32, 64])
-def test_shapes_and_probabilities(text_encoder, size):
-    seg = Segmenter(SegmenterConfig(image_size=size, **TINY), text_encoder=text_encoder)
+def test_shapes_and_probabilities(text_encoder, tiny, size):
+    seg = Segmenter(SegmenterConfig(image_size=size, **tiny), text_encoder=text_encoder)
     images, priors, phrases, targets = _data(3, size)
     out = seg.train_step(images, priors, phrases, targets, np.ones_like(targets))
     assert set(out) >= {"loss", "bce", "dice", "lr"} and np.isfinite(out["loss"])
@@ -98,9 +88,9 @@ def _prior_and_text_dependence(seg: Segmenter) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("guidance", [True, False])
-def test_prior_and_text_switches_remove_their_input(text_encoder, guidance):
+def test_prior_and_text_switches_remove_their_input(text_encoder, tiny, guidance):
     def dependence(**kw):
-        return _prior_and_text_dependence(_randomised(_trained(text_encoder, steps=1, **kw)))
+        return _prior_and_text_dependence(_randomised(_trained(text_encoder, tiny, steps=1, **kw)))
 
     d_prior, d_text = dependence(use_guidance=guidance)
     assert d_prior > 1e-4 and d_text > 1e-4
@@ -110,9 +100,9 @@ def test_prior_and_text_switches_remove_their_input(text_encoder, guidance):
     assert d_prior > 1e-4 and d_text == 0.0
 
 
-def test_guidance_switch_changes_the_network(text_encoder):
-    on = _randomised(_trained(text_encoder, steps=1))
-    off = _randomised(_trained(text_encoder, steps=1, use_guidance=False))
+def test_guidance_switch_changes_the_network(text_encoder, tiny):
+    on = _randomised(_trained(text_encoder, tiny, steps=1))
+    off = _randomised(_trained(text_encoder, tiny, steps=1, use_guidance=False))
     assert hasattr(on.model, "guides") and not hasattr(off.model, "guides")
     assert hasattr(off.model, "films")
     images, priors, phrases, _ = _data(4, 32)
@@ -120,8 +110,8 @@ def test_guidance_switch_changes_the_network(text_encoder):
     assert np.abs(diff).max() > 1e-4
 
 
-def test_predict_in_batches_equals_one_by_one(text_encoder):
-    seg = _trained(text_encoder, steps=2)
+def test_predict_in_batches_equals_one_by_one(text_encoder, tiny):
+    seg = _trained(text_encoder, tiny, steps=2)
     images, priors, phrases, _ = _data(5, 32, seed=3)
     together = seg.predict(images, priors, phrases, batch_size=256)
     chunked = seg.predict(images, priors, phrases, batch_size=2)
@@ -131,7 +121,7 @@ def test_predict_in_batches_equals_one_by_one(text_encoder):
     np.testing.assert_allclose(together, chunked, atol=1e-5)
 
 
-def test_text_features_are_cached_per_phrase(tmp_path):
+def test_text_features_are_cached_per_phrase(tiny):
     enc = TextEncoder("minilm", cache_size=2)
     tokens, mask = enc(["the red circle on the left", "a square"])
     assert enc.cache_misses == 2 and enc.cache_hits == 0
@@ -144,18 +134,18 @@ def test_text_features_are_cached_per_phrase(tmp_path):
     assert torch.equal(again[0, :n], tokens[1, :n])
     enc(["a third phrase"])
     assert enc.cache_size_now() == 2  # LRU bound
-    seg = Segmenter(SegmenterConfig(image_size=32, **TINY), text_encoder=enc)
+    seg = Segmenter(SegmenterConfig(image_size=32, **tiny), text_encoder=enc)
     hits = enc.cache_hits
     seg.text_features(["a square"])
     assert enc.cache_hits == hits + 1
 
 
-def test_bad_inputs_and_missing_timm_raise_clear_errors(text_encoder):
+def test_bad_inputs_and_missing_timm_raise_clear_errors(text_encoder, tiny):
     with pytest.raises(ValueError, match="multiple of 32"):
         SegmenterConfig(image_size=50)
     with pytest.raises(ValueError, match="unknown SegmenterConfig key"):
-        Segmenter(SegmenterConfig(image_size=32, **TINY), text_encoder=text_encoder, widht=3)
-    seg = Segmenter(SegmenterConfig(image_size=32, **TINY), text_encoder=text_encoder)
+        Segmenter(SegmenterConfig(image_size=32, **tiny), text_encoder=text_encoder, widht=3)
+    seg = Segmenter(SegmenterConfig(image_size=32, **tiny), text_encoder=text_encoder)
     images, priors, phrases, targets = _data(2, 32)
     with pytest.raises(ValueError, match="weights"):
         seg.train_step(images, priors, phrases[:2], targets, -np.ones_like(targets))
@@ -165,5 +155,5 @@ def test_bad_inputs_and_missing_timm_raise_clear_errors(text_encoder):
         import timm  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match="timm"):
-            Segmenter(SegmenterConfig(image_size=32, backbone="timm:resnet18", **TINY),
+            Segmenter(SegmenterConfig(image_size=32, backbone="timm:resnet18", **tiny),
                       text_encoder=text_encoder)
