@@ -376,7 +376,7 @@ class Runner:
     def _attach(self) -> None:
         """Point a learner's carried rollout state at the env's current state, so ``learn``
         continues the run instead of resetting it (the same on a fresh and a resumed run)."""
-        rollout = getattr(self.agent, "_rollout", None)
+        rollout = getattr(self.agent, "rollout", None)
         if rollout is None:
             return
         from agents.obs import as_batch
@@ -388,7 +388,7 @@ class Runner:
         rollout.updates = int(self.rollout_counters.get("updates", 0))
 
     def _rollout_counters(self) -> dict[str, int]:
-        rollout = getattr(self.agent, "_rollout", None)
+        rollout = getattr(self.agent, "rollout", None)
         if rollout is None:
             return {"env_steps": self.recorder.total_steps, "updates": 0}
         return {"env_steps": int(rollout.env_steps), "updates": int(rollout.updates)}

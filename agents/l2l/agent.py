@@ -60,13 +60,15 @@ class L2LAgent(Agent):
         self.history: list[dict[str, Any]] = []
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self._rollout = ppo.RolloutState()
+        self.rollout = ppo.RolloutState()
+        """What carries over between ``learn`` calls (the env position, replay window); the
+        runner points it at a resumed env."""
 
     @property
     def last_obs(self) -> dict[str, np.ndarray] | None:
         """The observation ``learn`` stopped at (batched, leading dim = number of envs): the
         env's current state, where a caller may go on acting."""
-        return self._rollout.obs
+        return self.rollout.obs
 
     # ------------------------------------------------------------------ network
     def build(self, layout: ObsLayout) -> SelectorNet:
@@ -131,7 +133,7 @@ class L2LAgent(Agent):
         assert self.net is not None and self.optimizer is not None
         self.net.train()
         cb = None if callback is None else (lambda record: callback(self, record))
-        return ppo.learn(self.net, self.optimizer, env, total_steps, self.config, self._rollout,
+        return ppo.learn(self.net, self.optimizer, env, total_steps, self.config, self.rollout,
                          self.gen, self.rng, self.history, cb, writer)
 
     # ------------------------------------------------------------------ persistence
@@ -141,7 +143,7 @@ class L2LAgent(Agent):
         path = write_manifest(path, self.name, config=dataclasses.asdict(self.config),
                               layout=dataclasses.asdict(self.net.layout), history=self.history)
         assert self.optimizer is not None
-        replay = self._rollout
+        replay = self.rollout
         torch.save({"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "gen": self.gen.get_state(), "rng": self.rng.bit_generator.state,
                     "replay_obs": (None if replay.replay_obs is None else
@@ -169,7 +171,7 @@ class L2LAgent(Agent):
         agent.gen.set_state(blob["gen"])
         agent.rng.bit_generator.state = blob["rng"]
         if blob.get("replay_obs") is not None:
-            agent._rollout.replay_obs = {k: v.numpy() for k, v in blob["replay_obs"].items()}
-            agent._rollout.replay_scores = blob["replay_scores"].numpy()
+            agent.rollout.replay_obs = {k: v.numpy() for k, v in blob["replay_obs"].items()}
+            agent.rollout.replay_scores = blob["replay_scores"].numpy()
         agent.history = list(data.get("history", []))
         return agent
