@@ -18,6 +18,8 @@ agent needs; :func:`load` reads the name and dispatches to the registered class.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,12 +58,52 @@ class Agent(abc.ABC):
         """The selection for ``obs``: ``(G*G,)`` int8 of 0/1 for a single observation, ``(B, G*G)``
         for a batched one (leading batch dim, as from a vector env)."""
 
-    def learn(self, env: Any, total_steps: int, callback: Callback | None = None) -> dict[str, Any]:
+    def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
+              writer: Any | None = None) -> dict[str, Any]:
         """Learn from ``env`` for ``total_steps`` env steps; returns a summary dict.
 
+        :param callback: called after each learning update (see :data:`Callback`).
+        :param writer: a ``torch.utils.tensorboard.SummaryWriter`` for the agent's own records.
         Heuristics do not learn: the default returns ``{}`` without touching ``env``.
         """
         return {}
+
+    # ------------------------------------------------------------------ what a run needs
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """The keyword options :func:`make` accepts for this class (a run passes its ``seed``,
+        ``device`` and the env's ``action_form`` to agents that list them)."""
+        params = inspect.signature(cls.__init__).parameters
+        return {n for n, p in params.items() if n != "self"
+                and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+
+    @classmethod
+    def run_defaults(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Options a run sets unless ``options`` gives them (``name``: the registry name, e.g.
+        ``sb3:ppo``); e.g. a rollout length that fits a run's checkpoint chunks."""
+        return {}
+
+    @classmethod
+    def rollout_length(cls, name: str, options: dict[str, Any]) -> int:
+        """Env steps per learning update with these options: a run ends its checkpoint chunks on
+        multiples of it so that a resumed run takes whole updates (1 for non-learners)."""
+        return 1
+
+    @property
+    def savable(self) -> bool:
+        """Whether :meth:`save` has something to write now (a learner before its first update
+        may not)."""
+        return True
+
+    def continue_from(self, env: Any, obs: Obs, counters: dict[str, int]) -> None:
+        """Make the next :meth:`learn` go on from ``env``'s current state ``obs`` (instead of
+        resetting it), with the rollout ``counters`` of :meth:`counters` (a resumed run hands back
+        the saved ones). A no-op for agents that carry no state between ``learn`` calls."""
+
+    def counters(self) -> dict[str, int] | None:
+        """``{"env_steps", "updates"}`` of the learning so far, or ``None`` for agents that keep
+        none (a run then counts the env steps itself)."""
+        return None
 
     @abc.abstractmethod
     def save(self, path: str | Path) -> Path:
@@ -163,6 +205,22 @@ def available() -> list[str]:
 def agent_class(name: str) -> type[Agent]:
     """The class registered for ``name`` (a family member resolves to the family's class)."""
     return _REGISTRY.resolve(name)[0].cls
+
+
+def config_from(config_cls: type, config: Any, options: dict[str, Any], who: str) -> Any:
+    """An instance of the dataclass ``config_cls``: ``config`` itself, or built from the keyword
+    ``options`` (unknown names are a ``TypeError`` that lists the known ones); not both."""
+    if config is not None and options:
+        raise TypeError(f"{who}: pass a {config_cls.__name__} or keywords, not both")
+    if config is not None:
+        if not isinstance(config, config_cls):
+            raise TypeError(f"{who}: expected a {config_cls.__name__}, got {config!r}")
+        return config
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise TypeError(f"{who}: unknown parameter(s) {unknown}; expected some of {sorted(fields)}")
+    return config_cls(**options)
 
 
 def write_manifest(path: str | Path, name: str, **fields: Any) -> Path:

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import Agent, read_manifest, register, write_manifest
+from agents.base import Agent, config_from, read_manifest, register, write_manifest
 from agents.obs import Obs, as_batch, unbatch
 from l2l_env.labels import BACKGROUND, FOREGROUND, IGNORE, TEACHER
 
@@ -117,19 +117,11 @@ class CellRuleAgent(Agent):
             raise ValueError(f"agent {self.name!r}: action_form={action_form!r}; expected one of "
                              f"{ACTION_FORMS}")
         self.action_form = action_form
-        if params is not None and kwargs:
-            raise TypeError(f"{type(self).__name__}: pass params= or keywords, not both")
-        if params is None:
-            fields = {f.name for f in dataclasses.fields(self.Params)}
-            unknown = sorted(set(kwargs) - fields)
-            if unknown:
-                raise TypeError(f"agent {self.name!r}: unknown parameter(s) {unknown}; "
-                                f"expected some of {sorted(fields)}")
-            params = self.Params(**kwargs)
-        elif not isinstance(params, self.Params):
-            raise TypeError(f"agent {self.name!r}: params must be {self.Params.__name__}, "
-                            f"got {params!r}")
-        self.params = params
+        self.params = config_from(self.Params, params, kwargs, f"agent {self.name!r}")
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls.Params)} | {"params", "action_form"}
 
     def rule(self, maps: dict[str, np.ndarray]) -> np.ndarray:
         """``(B, G, G)`` choice codes from batched maps (``maps["teacher"]`` is ``(B, G, G)``;

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-MAP_KEYS: tuple[str, ...] = ("prior", "student", "teacher", "uncertainty", "image")
+from l2l_env import schema
+
+MAP_KEYS: tuple[str, ...] = schema.MAP_KEYS + (schema.IMAGE_KEY,)
 """Spatial keys in their canonical channel order (missing ones are skipped)."""
-TEXT_KEY = "text"
+TEXT_KEY = schema.TEXT_KEY
 """The phrase embedding."""
-VECTOR_KEYS: tuple[str, ...] = ("no_prior", "progress")
+VECTOR_KEYS: tuple[str, ...] = schema.VECTOR_KEYS
 """Scalar side information in canonical order (other 1-D keys are appended, sorted)."""
 
 Obs = Mapping[str, Any]

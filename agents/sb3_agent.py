@@ -9,6 +9,7 @@ The policy is ``MultiInputPolicy`` with :class:`agents.features.MapFeaturesExtra
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,10 @@ def _action_form(algo: str, cls: type[BaseAlgorithm]) -> str:
 class _HistoryCallback(BaseCallback):
     """Collects per-step rewards/coverage/precision into records of ``every`` env steps."""
 
-    def __init__(self, agent: SB3Agent, every: int, callback: Callback | None) -> None:
+    def __init__(self, agent: SB3Agent, every: int, callback: Callback | None,
+                 writer: Any | None = None) -> None:
         super().__init__()
-        self.agent, self.every, self.user_cb = agent, every, callback
+        self.agent, self.every, self.user_cb, self.writer = agent, every, callback, writer
         self._rewards: list[float] = []
         self._cov: list[float] = []
         self._prec: list[float] = []
@@ -83,6 +85,10 @@ class _HistoryCallback(BaseCallback):
                   "mean_reward": float(np.mean(self._rewards)), "coverage": nanmean(self._cov),
                   "pl_precision": nanmean(self._prec)}
         self.agent.history.append(record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if math.isfinite(value):
+                    self.writer.add_scalar(f"agent/{key}", float(value), record["env_steps"])
         self._rewards, self._cov, self._prec = [], [], []
         if self.user_cb is not None and self.user_cb(self.agent, record) is False:
             return False
@@ -145,9 +151,27 @@ class SB3Agent(Agent):
                              device=self.device, verbose=self.verbose, **self.algo_kwargs)
 
     # ------------------------------------------------------------------ interface
-    def learn(self, env: Any, total_steps: int, callback: Callback | None = None) -> dict[str, Any]:
+    @classmethod
+    def run_defaults(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """On-policy algorithms get a rollout of 64 steps (SB3's 2048 would overshoot short
+        loops); PPO minibatches of 32."""
+        algo = name.split(":", 1)[1].lower() if ":" in name else ""
+        if algo not in ("ppo", "a2c"):
+            return {}
+        return {"n_steps": 64, **({"batch_size": 32} if algo == "ppo" else {})}
+
+    @classmethod
+    def rollout_length(cls, name: str, options: dict[str, Any]) -> int:
+        return int(options.get("n_steps", 1))
+
+    @property
+    def savable(self) -> bool:
+        return self.model is not None
+
+    def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
+              writer: Any | None = None) -> dict[str, Any]:
         """Train for ``total_steps`` env steps; records one history entry per rollout
-        (on-policy) or per 64 steps (off-policy)."""
+        (on-policy) or per 64 steps (off-policy), also as ``agent/<key>`` scalars to ``writer``."""
         env = self.wrap_env(env)
         if self.model is None:
             self.model = self._new_model(env)
@@ -158,7 +182,8 @@ class SB3Agent(Agent):
         on_policy = isinstance(self.model, OnPolicyAlgorithm)
         every = self.model.n_steps * self.model.n_envs if on_policy else 64
         before = len(self.history)
-        self.model.learn(total_timesteps=total_steps, callback=_HistoryCallback(self, every, callback),
+        self.model.learn(total_timesteps=total_steps,
+                         callback=_HistoryCallback(self, every, callback, writer),
                          reset_num_timesteps=reset)
         return {"env_steps": self.env_steps, "updates": len(self.history) - before,
                 "last": self.history[-1] if self.history else {}}

@@ -1,5 +1,6 @@
 """Does the learned ``l2l`` selector beat the heuristics? Reward over training, and pseudo-label
-precision at equal coverage, on SynthRef with the real ``l2l/PseudoLabel-v0`` env.
+precision at equal coverage, on SynthRef with the real ``l2l/PseudoLabel-v0`` env in its
+``select`` form (which cells to keep; the ``hybrid`` reward), every agent speaking that form.
 
 1. One env is built and its segmenter warmed up on the labeled split once (the warmed-up state is
    cached on disk and reused by later runs with the same settings). ``reset(seed=s)`` restores
@@ -44,7 +45,6 @@ import torch
 
 import agents
 import l2l_env
-from l2l_env.bank import pool_to_grid
 from l2l_env.data.cache import cache_dir, config_key
 
 HEURISTICS = ("none", "all", "threshold", "prior", "agreement", "random")
@@ -68,9 +68,11 @@ class BenchConfig:
     seed: int = 0
     threads: int = 2
     cache_dir: str | None = None
-    l2l: dict[str, Any] = field(default_factory=lambda: {"n_steps": 32, "minibatch_size": 32})
-    env: dict[str, Any] = field(default_factory=dict)
-    """Extra env config keys."""
+    l2l: dict[str, Any] = field(default_factory=lambda: {
+        "n_steps": 32, "minibatch_size": 32, "action_form": "select", "explore": True, "pg_coef": 1.0})
+    env: dict[str, Any] = field(default_factory=lambda: {
+        "action": "select", "reward": "hybrid", "calibration_every": 0})
+    """Extra env config keys (this benchmark studies the ``select`` form: which cells to keep)."""
 
     def env_kwargs(self) -> dict[str, Any]:
         return {"data_options": {"num_train": self.num_train, "num_eval": 50},
@@ -117,23 +119,9 @@ def build_envs(cfg: BenchConfig) -> tuple[gym.Env, gym.Env, dict[str, Any]]:
         env.unwrapped.segmenter.save(ckpt)
     warm_s = time.perf_counter() - t0
     prior_env = gym.make(l2l_env.ENV_ID, **kwargs, checkpoint=str(ckpt), label_source="prior")
-    probe = env.unwrapped._probe_score()
+    probe = env.unwrapped.trainer.probe_score()
     return env, prior_env, {"checkpoint": str(ckpt), "reused": cached, "build_s": round(warm_s, 1),
                             "probe_mIoU_after_warmup": probe}
-
-
-def cell_correctness(env: gym.Env) -> np.ndarray:
-    """Fraction of right label pixels per cell, ``(G*G,)``, for the env's current state.
-
-    A diagnostic read of the env's ground truth (the same one its ``pl_precision`` uses); it goes
-    through the env's internals because the public API only reports totals per step.
-    """
-    u = env.unwrapped
-    pos = u._global_step
-    row = u._row_at(pos)
-    _, labels_full = u._labels(row, u._predictions(pos))
-    right = ((labels_full > 0.5) == u._truth.mask(row)).astype(np.float32)
-    return pool_to_grid(right[None], u.grid_size)[0].ravel()
 
 
 # ----------------------------------------------------------------------------- closed loop
@@ -153,7 +141,7 @@ def summarise(rows: list[dict[str, float]], window: int) -> dict[str, Any]:
 
 
 def run_heuristic(name: str, env: gym.Env, cfg: BenchConfig) -> dict[str, Any]:
-    agent = agents.make(name, **({"seed": cfg.seed} if name == "random" else {}))
+    agent = agents.make(name, action_form="select", **({"seed": cfg.seed} if name == "random" else {}))
     rec = InfoRecorder(env)
     obs, _ = rec.reset(seed=cfg.seed)
     t0 = time.perf_counter()
@@ -189,8 +177,8 @@ def collect_states(agent: agents.L2LAgent, rec: InfoRecorder, n: int
     states, right = [], []
     for _ in range(n):
         states.append(obs)
-        right.append(cell_correctness(rec))
-        obs, _, _, truncated, _ = rec.step(agent.act(obs))
+        obs, _, _, truncated, info = rec.step(agent.act(obs))
+        right.append(info["pl_cell_correct"])  # the env's diagnostic for the state just acted on
         if truncated:
             obs, _ = rec.reset()
     return {k: np.stack([s[k] for s in states]) for k in states[0]}, np.stack(right)
@@ -206,7 +194,7 @@ def sweep(name: str, grid: list[dict[str, float]], batch: dict[str, np.ndarray],
           right: np.ndarray) -> list[dict[str, float]]:
     pts = []
     for params in grid:
-        sel = agents.make(name, **params).act(batch).astype(bool)
+        sel = agents.make(name, action_form="select", **params).act(batch).astype(bool)
         cov, prec = quality(sel, right)
         pts.append({**params, "coverage": cov, "precision": prec})
     return pts
@@ -249,7 +237,8 @@ def top_fraction(scores: np.ndarray, c: float) -> np.ndarray:
 
 def equal_coverage(agent: agents.L2LAgent, batch: dict[str, np.ndarray], right: np.ndarray,
                    reward_cells: np.ndarray | None) -> dict[str, Any]:
-    scores = agent.logits(batch)  # ranks cells even where probabilities saturate
+    logits = agent.logits(batch)  # (N, C, 2) under select: drop, keep
+    scores = logits[..., 1] - logits[..., 0]  # ranks cells even where probabilities saturate
     det_cov, det_prec = quality(scores > 0.0, right)
     taus = [float(t) for t in np.round(np.linspace(0.5, 0.995, 100), 4)]
     th = sweep("threshold", [{"tau": t} for t in taus], batch, right)
@@ -266,7 +255,8 @@ def equal_coverage(agent: agents.L2LAgent, batch: dict[str, np.ndarray], right: 
                                         else quality(top_fraction(reward_cells, cov), right)[1]),
                      "all": quality(np.ones_like(right, bool), right)[1]})
     defaults = {n: dict(zip(("coverage", "precision"),
-                            quality(agents.make(n).act(batch).astype(bool), right)))
+                            quality(agents.make(n, action_form="select").act(batch).astype(bool),
+                                    right)))
                 for n in ("threshold", "agreement", "all")}
     return {"states": int(len(right)), "l2l_deterministic": {"coverage": det_cov, "precision": det_prec},
             "heuristic_defaults": defaults, "table": rows, "threshold_sweep": th, "agreement_sweep": ag}

@@ -342,7 +342,6 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     agent takes them, and a rollout length that fits the checkpoint chunks for SB3 on-policy
     algorithms (SB3's default of 2048 steps would overshoot short loops)."""
     import agents
-    from agents.heuristics import CellRuleAgent
 
     cls = agents.agent_class(cfg.agent)
 
@@ -356,14 +355,7 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     per_agent = {k: v for k, v in cfg.agent_options.items() if isinstance(v, dict) and names_an_agent(k)}
     kwargs = {k: v for k, v in cfg.agent_options.items() if k not in per_agent}
     kwargs.update(copy.deepcopy(per_agent.get(cfg.agent, {})))
-    if issubclass(cls, CellRuleAgent):
-        accepted = {f.name for f in dataclasses.fields(cls.Params)} | {"action_form"}
-    elif cls.__name__ == "L2LAgent":
-        from agents.l2l import L2LConfig
-        accepted = {f.name for f in dataclasses.fields(L2LConfig)}
-    else:
-        import inspect
-        accepted = set(inspect.signature(cls.__init__).parameters)
+    accepted = cls.option_names()
     if "seed" in accepted:
         kwargs.setdefault("seed", cfg.seed)
     if "device" in accepted:
@@ -371,10 +363,8 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     if "action_form" in accepted:  # the agent speaks the env's action form
         from l2l_env.config import EnvConfig
         kwargs.setdefault("action_form", cfg.env.get("action", EnvConfig.action))
-    if cfg.agent.startswith("sb3:") and cfg.agent.split(":", 1)[1].lower() in ("ppo", "a2c"):
-        kwargs.setdefault("n_steps", 64)
-        if cfg.agent.lower() == "sb3:ppo":
-            kwargs.setdefault("batch_size", 32)
+    for key, value in cls.run_defaults(cfg.agent, kwargs).items():
+        kwargs.setdefault(key, value)
     return kwargs
 
 
@@ -382,14 +372,7 @@ def rollout_length(cfg: RunConfig) -> int:
     """Env steps per learning update of the agent (1 for heuristics)."""
     import agents
 
-    cls = agents.agent_class(cfg.agent)
-    kwargs = agent_kwargs(cfg)
-    if cls.__name__ == "L2LAgent":
-        from agents.l2l import L2LConfig
-        return int(kwargs.get("n_steps", L2LConfig.n_steps))
-    if cfg.agent.startswith("sb3:"):
-        return int(kwargs.get("n_steps", 1))
-    return 1
+    return agents.agent_class(cfg.agent).rollout_length(cfg.agent, agent_kwargs(cfg))
 
 
 def env_kwargs(cfg: RunConfig, agent_label_source: str | None = None) -> dict[str, Any]:

@@ -80,13 +80,7 @@ def wrap_segmenter(segmenter: Any, ctx: DistContext) -> None:
 
     model = segmenter.model
     ids = [segmenter.device.index] if segmenter.device.type == "cuda" else None
-    ddp = DDP(model, device_ids=ids, broadcast_buffers=True)
-    plain_logits = segmenter._logits
-
-    def logits(net, images, priors, phrases):
-        return plain_logits(ddp if net is model and net.training else net, images, priors, phrases)
-
-    segmenter._logits = logits
+    segmenter.training_network = DDP(model, device_ids=ids, broadcast_buffers=True)
     if segmenter.config.use_text and not segmenter.config.freeze_text:
         # The trainable text encoder runs outside the wrapped network: average its gradients by
         # hand, tensor by tensor, as each one is accumulated (the same order on every rank).
@@ -99,11 +93,12 @@ def wrap_segmenter(segmenter: Any, ctx: DistContext) -> None:
                 param.register_post_accumulate_grad_hook(average)
 
 
-def shard_unlabeled(env: Any, ctx: DistContext) -> dict[str, Any]:
-    """Keep this rank's shard of the env's unlabeled pool (before the env's first reset)."""
+def shard_data(data: Any, ctx: DistContext) -> tuple[Any, dict[str, Any]]:
+    """This rank's :class:`~l2l_env.loop_data.LoopData` (its share of the unlabeled pool) and the
+    shard's facts (``{}`` in a single process)."""
     if not ctx.enabled:
-        return {}
-    return env.shard(ctx.rank, ctx.world_size)
+        return data, {}
+    return data.shard(ctx.rank, ctx.world_size)
 
 
 @torch.no_grad()

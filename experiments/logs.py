@@ -52,13 +52,10 @@ def selection_panels(segmenter: Any, bank: Any, constructions: Sequence[dict[str
     """One picture (H, W, 3) uint8: per construction (the env's ``last_construction`` records,
     ``row`` into ``bank``) a row of image | prior | prediction | constructed label (labeled
     foreground cyan, labeled background dark), captioned with the phrase."""
-    from experiments.pictures import label_overlay
+    from experiments.pictures import label_overlay, predict_rows
     from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
-    rows = [int(c["row"]) for c in constructions]
-    images, priors = bank.images[rows], bank.priors[rows]
-    phrases = [bank.phrases[r] for r in rows]
-    preds = segmenter.predict(images, priors, phrases)
+    images, priors, phrases, preds = predict_rows(segmenter, bank, constructions)
     size = images.shape[1]
     pictures = []
     for img, prior, pred, built, phrase in zip(images, priors, preds, constructions, phrases):

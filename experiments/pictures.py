@@ -56,6 +56,15 @@ def label_overlay(image: np.ndarray, label: np.ndarray, weight: np.ndarray) -> n
     return overlay(shown, weight * label, OVERLAY_COLOURS["selection"], alpha=0.7)
 
 
+def predict_rows(segmenter: Any, bank: Any, constructions: Sequence[dict[str, Any]]
+                 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """``(images, priors, phrases, predictions)`` of the bank rows the constructions name."""
+    rows = [int(c["row"]) for c in constructions]
+    images, priors = bank.images[rows], bank.priors[rows]
+    phrases = [bank.phrases[r] for r in rows]
+    return images, priors, phrases, segmenter.predict(images, priors, phrases)
+
+
 def samples_picture(segmenter: Any, bank: Any, constructions: Sequence[dict[str, Any]],
                     truths: Sequence[np.ndarray]) -> np.ndarray:
     """One picture (H, W, 3) uint8: per construction (the env's ``last_construction`` records,
@@ -63,10 +72,7 @@ def samples_picture(segmenter: Any, bank: Any, constructions: Sequence[dict[str,
     ground truth, captioned with the phrase."""
     from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
-    rows = [int(c["row"]) for c in constructions]
-    images, priors = bank.images[rows], bank.priors[rows]
-    phrases = [bank.phrases[r] for r in rows]
-    preds = segmenter.predict(images, priors, phrases)
+    images, priors, phrases, preds = predict_rows(segmenter, bank, constructions)
     size = images.shape[1]
     pictures = []
     for img, prior, pred, built, truth, phrase in zip(images, priors, preds, constructions, truths,

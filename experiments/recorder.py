@@ -17,12 +17,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-STEP_KEYS = ("reward", "coverage", "pl_precision", "pl_fg_precision", "pl_recall", "label_fg_fraction",
-             "pl_iou_prior", "pl_iou_teacher", "pl_iou_label")
-"""Per-step scalars averaged over the loop (the ``pl_*`` ones are diagnostics against ground truth,
-on unlabeled steps only: ``pl_iou_*`` is the IoU of the prior, the teacher and the constructed
-label with the mask, ``pl_precision`` the accuracy of the labeled pixels)."""
+from l2l_env import schema
+
 PIXEL_KEYS = ("pl_selected_pixels", "pl_correct_pixels")
+"""Pixel counts, pooled over the loop rather than averaged."""
+STEP_KEYS = ("reward", "coverage", "label_fg_fraction") + tuple(
+    k for k in schema.DIAGNOSTIC_SCALARS if k not in PIXEL_KEYS)
+"""Per-step scalars averaged over the loop (the ``pl_*`` ones are diagnostics against ground truth,
+on unlabeled steps only: see :data:`l2l_env.schema.DIAGNOSTIC_KEYS`)."""
 
 
 class StepRecorder(gym.Wrapper):

@@ -17,7 +17,6 @@ exactly the steps the uninterrupted one takes.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 import resource
@@ -81,9 +80,10 @@ class Runner:
         self.stats = PseudoLabelStats()
         self.logger: RunLogger | None = None
         self.phrases: list[str] = []
-        self.eval_samples: dict[str, Any] = {}
+        self.eval_data: dict[str, Any] = {}
+        """Every eval split, loaded once (:class:`l2l_env.evaluation.EvalSplit`)."""
         self.data_info: dict[str, Any] = {}
-        self.train_table: Any = None
+        self.train_data: Any = None
         self.rollout_counters: dict[str, int] = {"env_steps": 0, "updates": 0}
         self.dist_info: dict[str, Any] | None = None
         self._prepared = False
@@ -189,36 +189,45 @@ class Runner:
     def prepare_data(self, env_cfg) -> None:
         """Load every split's table and compute (or read from the cache) its priors; collect the
         phrases for the text-feature cache. Errors here come before any long work."""
-        from l2l_env.data import RefSplit, load_table
+        from l2l_env.data import RefSplit
+        from l2l_env.evaluation import EvalSplit
+        from l2l_env.loop_data import load_table_of
         from l2l_env.priors import load_priors
 
-        data_root = env_cfg.data_root
-        if data_root is None and env_cfg.dataset == "synthref":
-            data_root = env_cfg.cache_dir  # as the env does: SynthRef lives in the cache
         splits = ["train"] + list(self.resolved["eval_splits"])
         phrases: set[str] = set()
         for split in tqdm(splits, desc="data + priors", disable=not self.progress, leave=False):
-            table = load_table(env_cfg.dataset, split, data_root=data_root, **env_cfg.data_options)
-            load_priors(env_cfg.dataset, split, RefSplit(table, "per_sentence"), env_cfg.prior_provider,
-                        cache_dir=env_cfg.cache_dir, progress=self.progress, **env_cfg.prior_options)
+            table = load_table_of(env_cfg, split)
+            samples = RefSplit(table, "per_sentence")
+            priors = load_priors(env_cfg.dataset, split, samples, env_cfg.prior_provider,
+                                 cache_dir=env_cfg.cache_dir, progress=self.progress,
+                                 **env_cfg.prior_options)
             phrases.update(text for ref in table.refs for _, text in ref.sentences)
             self.data_info[f"{split}_sentences"] = table.num_sentences()
             if split == "train":
-                self.train_table = table
+                self.train_data = (table, priors)
+            else:  # loaded once: every evaluation of the run reads it
+                self.eval_data[split] = EvalSplit(split, samples, priors, env_cfg.proposal)
         self.phrases = sorted(phrases)
 
     def setup(self, env_cfg) -> None:
         """Build the env (semi-supervised) or the labeled bank and segmenter (fully supervised),
         shard and wrap for DDP, and encode every phrase once."""
+        from l2l_env.factory import build_segmenter
+
+        table, priors = self.train_data
+        self.segmenter = build_segmenter(env_cfg)
+        size = int(self.segmenter.config.image_size)
         if self.semi:
             import gymnasium as gym
 
             import l2l_env
+            from l2l_env.loop_data import load_loop_data
 
-            env = gym.make(l2l_env.ENV_ID, **env_cfg.to_dict())
+            data = load_loop_data(env_cfg, size, table=table, priors=priors)
+            data, self.data_info["shard"] = D.shard_data(data, self.ctx)
+            env = gym.make(l2l_env.ENV_ID, config=env_cfg, segmenter=self.segmenter, data=data)
             u = env.unwrapped
-            self.data_info["shard"] = D.shard_unlabeled(u, self.ctx)
-            self.segmenter = u.segmenter
             self.bank = u.labeled
             self.recorder = StepRecorder(env, keep_actions=max(4, self.cfg.log_images))
             self.env = env
@@ -228,18 +237,10 @@ class Runner:
                                   unlabeled_images=len(u.label_split.unlabeled))
         else:
             from l2l_env.bank import build_bank
-            from l2l_env.data import RefSplit
-            from l2l_env.priors import load_priors
-            from segmenter import Segmenter, SegmenterConfig
 
-            self.segmenter = Segmenter(SegmenterConfig.from_dict(env_cfg.segmenter))
-            priors = load_priors(env_cfg.dataset, "train", RefSplit(self.train_table, "per_sentence"),
-                                 env_cfg.prior_provider, cache_dir=env_cfg.cache_dir,
-                                 **env_cfg.prior_options)
-            self.bank = build_bank(self.train_table, priors, self.segmenter.config.image_size,
-                                   env_cfg.grid_size, proposal=env_cfg.proposal)
+            self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
-        self.train_table = None
+        self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)
         seg = self.segmenter
         if seg.config.use_text and seg.config.freeze_text:
@@ -366,32 +367,18 @@ class Runner:
     # ------------------------------------------------------------------ loop
     def checkpoint_loop(self, done: int, rollout: dict[str, int]) -> None:
         root = agent_root(self.out, self.ctx.rank)
-        agent_dir = save_agent(self.agent, root, done) if _savable(self.agent) else None
+        agent_dir = save_agent(self.agent, root, done) if self.agent.savable else None
         self.rollout_counters = dict(rollout)
         self.save("loop", env=self.env.unwrapped.state_dict(), agent_dir=agent_dir, loop_done=done,
                   rollout=dict(rollout), stats=self.stats.state_dict())
         if agent_dir is not None:
             prune_agents(root, agent_dir)
 
-    def _attach(self) -> None:
-        """Point a learner's carried rollout state at the env's current state, so ``learn``
-        continues the run instead of resetting it (the same on a fresh and a resumed run)."""
-        rollout = getattr(self.agent, "rollout", None)
-        if rollout is None:
-            return
-        from agents.obs import as_batch
-
-        rollout.env = self.recorder
-        rollout.obs = as_batch(self.env.unwrapped.current_observation())[0]
-        rollout.reset_next = np.zeros(1, dtype=bool)
-        rollout.env_steps = int(self.rollout_counters.get("env_steps", 0))
-        rollout.updates = int(self.rollout_counters.get("updates", 0))
-
-    def _rollout_counters(self) -> dict[str, int]:
-        rollout = getattr(self.agent, "rollout", None)
-        if rollout is None:
-            return {"env_steps": self.recorder.total_steps, "updates": 0}
-        return {"env_steps": int(rollout.env_steps), "updates": int(rollout.updates)}
+    def rollout_progress(self) -> dict[str, int]:
+        """The agent's learning counters (or the env steps, for agents that keep none)."""
+        counters = self.agent.counters()
+        return dict(counters) if counters is not None else {"env_steps": self.recorder.total_steps,
+                                                            "updates": 0}
 
     def loop(self) -> None:
         total = int(self.resolved["loop_steps"])
@@ -420,30 +407,24 @@ class Runner:
                                 prec=f"{point.get('pl_precision', 0):.2f}", refresh=False)
                 if eval_every and self.ctx.is_main and (done // eval_every) > ((done - n) // eval_every):
                     self.quick_eval(step=done, tag="loop")
-                self.checkpoint_loop(done, self._rollout_counters())
+                self.checkpoint_loop(done, self.rollout_progress())
         finally:
             bar.close()
             self.recorder.on_step = None
 
     def run_chunk(self, n: int) -> None:
         agent, rec = self.agent, self.recorder
-        if getattr(agent, "is_learner", False):
-            self._attach()
-            kwargs: dict[str, Any] = {"callback": self._agent_callback}
-            if "writer" in inspect.signature(agent.learn).parameters and self.logger.writer is not None:
-                kwargs["writer"] = self.logger.writer
-            agent.learn(rec, n, **kwargs)
-            return
         obs = self.env.unwrapped.current_observation()
+        if agent.is_learner:
+            # Go on from the env's current state (the same on a fresh and a resumed run).
+            agent.continue_from(rec, obs, self.rollout_counters)
+            agent.learn(rec, n, writer=self.logger.writer)
+            self.rollout_counters = self.rollout_progress()
+            return
         for _ in range(n):
             obs, _, terminated, truncated, _ = rec.step(agent.act(obs, deterministic=True))
             if terminated or truncated:
                 obs, _ = rec.reset()
-
-    def _agent_callback(self, agent: Any, record: dict[str, Any]) -> bool:
-        if self.cfg.agent != "l2l":  # l2l writes its own records to the writer
-            self.logger.scalars("agent", record, int(record.get("env_steps", self.recorder.total_steps)))
-        return True
 
     def log_windows(self, records: list[dict[str, float]], start: int) -> None:
         """TensorBoard scalars per window of ``update_interval`` steps."""
@@ -469,7 +450,7 @@ class Runner:
                           "shards": shards} if self.ctx.enabled else None
         if self.ctx.is_main:
             seg.save(self.out / "segmenter.pt")
-            if _savable(self.agent):
+            if self.agent is not None and self.agent.savable:
                 save_agent_dir(self.agent, self.out / "agent")
         self.save("eval", segmenter=seg.state_dict(), stats=self.stats.state_dict(),
                   loop_done=self.stats.steps, dist_info=self.dist_info)
@@ -483,7 +464,7 @@ class Runner:
         from l2l_env.evaluation import evaluate_segmenter
 
         split = self.resolved["eval_splits"][0]
-        m = evaluate_segmenter(self.segmenter, self.env_config(), split, batch_size=self.cfg.eval_batch,
+        m = evaluate_segmenter(self.segmenter, self.eval_data[split], batch_size=self.cfg.eval_batch,
                                max_samples=self.cfg.eval_subset)
         self.logger.scalars(f"eval_quick/{split}", {k: m[k] for k in METRIC_KEYS}, step)
         self.log_images(step)
@@ -528,7 +509,7 @@ class Runner:
             with self.timed("eval"):
                 splits = self.resolved["eval_splits"]
                 for split in tqdm(splits, desc="evaluation", disable=not self.progress, leave=False):
-                    m = evaluate_segmenter(self.segmenter, self.env_config(), split,
+                    m = evaluate_segmenter(self.segmenter, self.eval_data[split],
                                            batch_size=self.cfg.eval_batch)
                     metrics[split] = {k: float(v) for k, v in m.items()}
                     self.logger.scalars(f"eval/{split}", metrics[split], step)
@@ -555,11 +536,3 @@ class Runner:
         self.save("done", stats=self.stats.state_dict(), loop_done=steps)
         return results
 
-
-def _savable(agent: Any) -> bool:
-    """Learners can be saved once they have a network (after their first chunk of learning)."""
-    if agent is None:
-        return False
-    net = getattr(agent, "net", 0)
-    model = getattr(agent, "model", 0)
-    return net is not None and model is not None

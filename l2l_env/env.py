@@ -10,12 +10,14 @@ import numpy as np
 from gymnasium import spaces
 
 from l2l_env import labels as L
-from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, concat_banks, pool_to_grid
+from l2l_env import factory, schema
+from l2l_env.bank import concat_banks, pool_to_grid
 from l2l_env.config import EnvConfig, make_config
-from l2l_env.data import RefSplit, label_split, load_table
-from l2l_env.rewards import StepContext, make_reward
+from l2l_env.loop_data import LoopData
+from l2l_env.rewards import Reward, StepContext, make_reward
+from l2l_env.self_training import SelfTrainer
 
-MAP_KEYS = ("prior", "student", "teacher", "uncertainty")
+MAP_KEYS = schema.MAP_KEYS
 
 
 class PseudoLabelEnv(gym.Env):
@@ -76,7 +78,8 @@ class PseudoLabelEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(self, config: dict[str, Any] | EnvConfig | None = None,
-                 render_mode: str | None = None, segmenter: Any = None, **kwargs: Any) -> None:
+                 render_mode: str | None = None, segmenter: Any = None, data: LoopData | None = None,
+                 reward_fn: Reward | None = None, **kwargs: Any) -> None:
         if isinstance(segmenter, dict):  # ``segmenter={...}`` is the config field (overrides)
             kwargs["segmenter"], segmenter = segmenter, None
         self.config = cfg = make_config(config, **kwargs)
@@ -84,107 +87,81 @@ class PseudoLabelEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r}; expected one of "
                              f"{self.metadata['render_modes']} or None")
         self.render_mode = render_mode
-        self.segmenter = segmenter if segmenter is not None else self._build_segmenter(cfg)
+        if data is not None and segmenter is None:
+            raise ValueError("PseudoLabelEnv(data=...) needs segmenter= too (the one the banks "
+                             "were built for)")
+        if data is not None and (cfg.checkpoint or cfg.warmup_steps):
+            raise ValueError("from_parts takes a ready segmenter: load the checkpoint / warm up "
+                             "with l2l_env.factory before (config checkpoint="
+                             f"{cfg.checkpoint!r}, warmup_steps={cfg.warmup_steps})")
+        self.segmenter = segmenter if segmenter is not None else factory.build_segmenter(cfg)
         self.image_size = int(self.segmenter.config.image_size)
         self.grid_size = G = cfg.grid_size
         if self.image_size % G:
             raise ValueError(f"grid_size={G} must divide the segmenter's image_size={self.image_size}")
         self._scale = self.image_size // G
-        self.reward_fn = make_reward(cfg.reward, **cfg.reward_options)
-        self._load_data(cfg)
-        if cfg.checkpoint:
-            self._load_checkpoint(cfg.checkpoint)
-        if cfg.warmup_steps:
-            self._warm_up(cfg.warmup_steps)
+        self.reward_fn = reward_fn if reward_fn is not None else make_reward(cfg.reward, **cfg.reward_options)
+        if data is None:  # gym.make: load the parts the config names
+            data = factory.prepare_parts(cfg, self.segmenter)
+        self._started = False
+        self._bind(data)
         self._initial_state = copy.deepcopy(self.segmenter.state_dict())
         text_dim = int(self._text_embeddings([self.unlabeled.phrases[0]]).shape[1])
         grid_map = spaces.Box(0.0, 1.0, (1, G, G), np.float32)
         obs_spaces: dict[str, spaces.Space] = {k: grid_map for k in MAP_KEYS}
-        obs_spaces["text"] = spaces.Box(-1.0, 1.0, (text_dim,), np.float32)
-        obs_spaces["no_prior"] = spaces.Box(0.0, 1.0, (1,), np.float32)
-        obs_spaces["progress"] = spaces.Box(0.0, 1.0, (1,), np.float32)
+        obs_spaces[schema.TEXT_KEY] = spaces.Box(-1.0, 1.0, (text_dim,), np.float32)
+        for key in schema.VECTOR_KEYS:
+            obs_spaces[key] = spaces.Box(0.0, 1.0, (1,), np.float32)
         if cfg.include_image:
-            obs_spaces["image"] = spaces.Box(0.0, 1.0, (3, G, G), np.float32)
+            obs_spaces[schema.IMAGE_KEY] = spaces.Box(0.0, 1.0, (3, G, G), np.float32)
         if cfg.oracle_obs:
-            obs_spaces["truth"] = grid_map
+            obs_spaces[schema.TRUTH_KEY] = grid_map
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = (spaces.MultiDiscrete(np.full(G * G, len(L.CHOICES), dtype=np.int64))
                              if cfg.action == "construct" else spaces.MultiBinary(G * G))
-        self._started = False
         self._last_selection: np.ndarray | None = None
+        self._eval_splits: dict[str, Any] = {}
         self.last_construction: dict[str, Any] | None = None
         """The last step's loop row, choice codes, label, weight and teacher map (for pictures)."""
 
-    # ----------------------------------------------------------------- construction
-    @staticmethod
-    def _build_segmenter(cfg: EnvConfig):
-        from segmenter import Segmenter, SegmenterConfig
+    @classmethod
+    def from_parts(cls, segmenter: Any, data: LoopData, reward_fn: Reward | None = None,
+                   config: dict[str, Any] | EnvConfig | None = None, render_mode: str | None = None,
+                   **kwargs: Any) -> PseudoLabelEnv:
+        """An env over parts that are already loaded: the segmenter (warmed up as wanted), the
+        banks and vault of :func:`l2l_env.loop_data.load_loop_data`, and a reward object (default:
+        the config's). ``config``/``kwargs`` give the remaining settings."""
+        return cls(config, render_mode=render_mode, segmenter=segmenter, data=data,
+                   reward_fn=reward_fn, **kwargs)
 
-        overrides = {"device": cfg.device, "seed": cfg.seed, **cfg.segmenter}
-        return Segmenter(SegmenterConfig.from_dict(overrides))
-
-    def _load_data(self, cfg: EnvConfig) -> None:
-        from l2l_env.priors import load_priors
-
-        data_root = cfg.data_root if cfg.data_root or cfg.dataset != "synthref" else cfg.cache_dir
-        table = load_table(cfg.dataset, "train", data_root=data_root, **cfg.data_options)
-        priors = load_priors(cfg.dataset, "train", RefSplit(table, "per_sentence"),
-                             cfg.prior_provider, cache_dir=cfg.cache_dir, **cfg.prior_options)
-        split = label_split(cfg.dataset, table.image_ids, cfg.label_ratio, seed=cfg.split_seed,
-                            split_dir=cfg.split_dir)
-        if not split.unlabeled:
-            raise ValueError(f"label_ratio={cfg.label_ratio} leaves no unlabeled train images")
-        self.label_split = split
-        S, G = self.image_size, self.grid_size
-        labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal)
-        # Hold a few labeled objects out of training: the probe of the utility reward.
-        order = np.random.default_rng(cfg.split_seed).permutation(labeled.num_refs)
-        n_probe = min(cfg.probe_size, labeled.num_refs // 4)
-        probe_refs, train_refs = order[:n_probe], order[n_probe:]
-        self.probe = labeled.take([r for i in probe_refs for r in labeled.ref_rows[i]])
-        self.labeled = labeled.take([r for i in train_refs for r in labeled.ref_rows[i]])
-        unlabeled = build_bank(table.subset(split.unlabeled), priors, S, G, proposal=cfg.proposal,
-                               with_masks=cfg.diagnostics)
-        self._truth = GroundTruthVault(unlabeled.masks)
-        unlabeled.masks = None  # from here on only the vault holds them
-        self.unlabeled: SampleBank = unlabeled
-        self.num_unlabeled = len(unlabeled)
-        if cfg.calibration_every and len(self.probe) == 0:
+    def _bind(self, data: LoopData) -> None:
+        """Use ``data``: the banks, the loop bank (the unlabeled pool, then with calibration the
+        held-out labeled probe, whose masks are labeled ground truth) and the self-trainer."""
+        cfg = self.config
+        if cfg.calibration_every and len(data.probe) == 0:
             raise ValueError(f"calibration_every={cfg.calibration_every} needs held-out labeled "
-                             f"samples, but probe_size={cfg.probe_size} with "
-                             f"{labeled.num_refs} labeled objects leaves none")
+                             "samples, but the data's probe is empty")
+        self.data = data
+        self.labeled, self.probe, self.unlabeled = data.labeled, data.probe, data.unlabeled
+        self.label_split = data.label_split
+        self.num_unlabeled = len(data.unlabeled)
+        calibrate = cfg.calibration_every > 0
+        self.loop_bank = concat_banks(data.unlabeled, data.probe) if calibrate else data.unlabeled
+        self.trainer = SelfTrainer(self.segmenter, data.labeled, data.probe, self.loop_bank,
+                                   update_steps=cfg.update_steps, labeled_batch=cfg.labeled_batch,
+                                   pseudo_weight=cfg.pseudo_weight)
 
     def shard(self, rank: int, world_size: int) -> dict[str, int]:
         """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred
-        object from ``rank``), ground truth with it; call before the first ``reset``."""
+        object from ``rank``), ground truth with it; call before the first ``reset``. (A run can
+        also hand the env a sharded :class:`LoopData` from the start.)"""
         if not 0 <= rank < world_size:
             raise ValueError(f"shard(rank={rank}, world_size={world_size}): expected 0 <= rank < world_size")
         if self._started:
             raise RuntimeError("shard() after the first reset(): the run has already started")
-        bank = self.unlabeled
-        groups = [g for i, g in enumerate(bank.ref_rows) if i % world_size == rank]
-        if not groups:
-            raise ValueError(f"rank {rank}: the unlabeled pool ({bank.num_refs} referred objects) "
-                             f"is too small for {world_size} ranks")
-        rows = [r for g in groups for r in g]
-        self.unlabeled = bank.take(rows)
-        self.num_unlabeled = len(self.unlabeled)
-        self._truth = self._truth.take(rows)
-        return {"rank": rank, "refs": len(groups), "samples": len(rows)}
-
-    def _load_checkpoint(self, path: str) -> None:
-        from segmenter import Segmenter
-
-        loaded = Segmenter.load(path, text_encoder=self.segmenter.text_encoder)
-        self.segmenter.load_state_dict(loaded.state_dict())
-
-    def _warm_up(self, steps: int) -> None:
-        from segmenter import fit
-
-        lab = self.labeled
-        fit(self.segmenter, lab.images, lab.priors, lab.phrases, lab.masks.astype(np.float32),
-            steps=steps, batch_size=max(1, min(32, len(lab))), seed=self.config.seed,
-            progress=False, desc="warm-up")
+        data, info = self.data.shard(rank, world_size)
+        self._bind(data)
+        return info
 
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -203,19 +180,13 @@ class PseudoLabelEnv(gym.Env):
     def _restart(self) -> None:
         """Back to the start of the run: segmenter state, sample order, counters."""
         self.segmenter.load_state_dict(copy.deepcopy(self._initial_state))
-        if not hasattr(self, "loop_bank"):
-            # The samples the loop visits: the unlabeled pool, then (with calibration) the
-            # held-out labeled probe, whose masks are labeled ground truth.
-            calibrate = self.config.calibration_every > 0
-            self.loop_bank = concat_banks(self.unlabeled, self.probe) if calibrate else self.unlabeled
         self._rng = np.random.default_rng(self.np_random.integers(2**63))
         self._calib_rng = np.random.default_rng(self.np_random.integers(2**63))
         self._schedule = np.zeros(0, dtype=np.int64)
         self._calib_schedule = np.zeros(0, dtype=np.int64)
         self._global_step = 0
-        self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.trainer.reset()
         self._cache: dict[int, dict[str, np.ndarray]] = {}
-        self._probe_miou: float | None = None
         self._started = True
 
     def step(self, action):
@@ -237,7 +208,7 @@ class PseudoLabelEnv(gym.Env):
                           truth=self._truth_cells(row) if self.reward_fn.uses_ground_truth else None)
         result = self.reward_fn.step(ctx)
         if not calibration:
-            self._pending.append((row, label.label, label.weight))
+            self.trainer.add(row, label.label, label.weight)
         self._last_selection = label.codes
         self.last_construction = {"row": row, "codes": label.codes, "label": label.label,
                                   "weight": label.weight, "teacher": pred["teacher_full"]}
@@ -256,12 +227,13 @@ class PseudoLabelEnv(gym.Env):
         }
         if result.choice_scores is not None:
             info["cell_scores"] = result.choice_scores
-        if self._truth.available and not calibration:
+        if self.data.vault.available and not calibration:
             info.update(self._diagnostics(row, label, pred))
         self._global_step += 1
         self._episode_step += 1
         if self._global_step % self.config.update_interval == 0:
-            stats = self._update()
+            stats = self.trainer.update(self._rng)
+            self._cache.clear()  # the predictions are stale after the update
             delayed = self.reward_fn.on_update(stats["probe_delta"])
             reward += delayed
             info["reward_components"]["utility"] = float(delayed)
@@ -279,7 +251,7 @@ class PseudoLabelEnv(gym.Env):
     def diagnostic_mask(self, row: int) -> np.ndarray:
         """The ground-truth mask of loop row ``row``, for pictures and reports only (unlabeled
         rows need ``diagnostics=True``); nothing that trains or rewards calls it."""
-        return self._calibration_mask(row) if self.is_calibration(row) else self._truth.mask(row)
+        return self._calibration_mask(row) if self.is_calibration(row) else self.data.vault.mask(row)
 
     def is_calibration(self, row: int) -> bool:
         """Whether loop row ``row`` is a held-out labeled sample (not an unlabeled one)."""
@@ -293,11 +265,17 @@ class PseudoLabelEnv(gym.Env):
         """The pseudo-label the action builds for loop row ``row``."""
         if self.config.action == "construct":
             return L.construct(action, pred["teacher_full"])
-        source = self.config.label_source
+        full = self._candidate(row, pred)
+        return L.from_selection(action.astype(bool), full, self.config.label_source)
+
+    def _candidate(self, row: int, pred: dict[str, np.ndarray]) -> np.ndarray:
+        """The soft label a kept cell takes: the teacher's map (``construct``'s ``teacher``
+        choice), or in the ``select`` form the map of ``label_source``."""
+        source = "teacher" if self.config.action == "construct" else self.config.label_source
+        if source == "teacher":
+            return pred["teacher_full"]
         prior = self.loop_bank.priors[row]
-        full = {"teacher": pred["teacher_full"], "prior": prior,
-                "fused": 0.5 * (pred["teacher_full"] + prior)}[source]
-        return L.from_selection(action.astype(bool), full, source)
+        return prior if source == "prior" else 0.5 * (pred["teacher_full"] + prior)
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -333,8 +311,7 @@ class PseudoLabelEnv(gym.Env):
             "calib_schedule": self._calib_schedule.copy(),
             "global_step": self._global_step,
             "episode_step": self._episode_step,
-            "pending": [(int(r), s.copy(), t.copy()) for r, s, t in self._pending],
-            "probe_miou": self._probe_miou,
+            **self.trainer.state_dict(),
             "initial_state": self._initial_state,
         })  # a snapshot: later training must not change what was saved
 
@@ -349,8 +326,7 @@ class PseudoLabelEnv(gym.Env):
         self._calib_schedule = np.asarray(state["calib_schedule"], dtype=np.int64)
         self._global_step = int(state["global_step"])
         self._episode_step = int(state["episode_step"])
-        self._pending = [(int(r), np.asarray(s), np.asarray(t)) for r, s, t in state["pending"]]
-        self._probe_miou = state["probe_miou"]
+        self.trainer.load_state_dict(state)
         self._initial_state = state["initial_state"]
         self._cache.clear()
 
@@ -362,9 +338,11 @@ class PseudoLabelEnv(gym.Env):
 
     def evaluate(self, split: str = "val", batch_size: int = 256) -> dict[str, float]:
         """Metrics of the current student on an evaluation split of the same data set and priors."""
-        from l2l_env.evaluation import evaluate_segmenter
+        from l2l_env.evaluation import evaluate_segmenter, load_eval_split
 
-        return evaluate_segmenter(self.segmenter, self.config, split, batch_size=batch_size)
+        if split not in self._eval_splits:  # loaded once per env
+            self._eval_splits[split] = load_eval_split(self.config, split)
+        return evaluate_segmenter(self.segmenter, self._eval_splits[split], batch_size=batch_size)
 
     # ----------------------------------------------------------------- internals
     def _validate_action(self, action) -> np.ndarray:
@@ -483,11 +461,12 @@ class PseudoLabelEnv(gym.Env):
         return truth
 
     def _diagnostics(self, row: int, label: L.ConstructedLabel, pred: dict[str, np.ndarray]
-                     ) -> dict[str, float]:
+                     ) -> dict[str, Any]:
         """Pseudo-label quality against ground truth: reported, never learned from. The IoU of the
         prior, the teacher and the constructed label (ignored pixels count as not foreground)
-        with the mask, and the accuracy of the labeled pixels."""
-        gt = self._truth.mask(row)
+        with the mask, the accuracy of the labeled pixels, and ``pl_cell_correct``: per cell, the
+        fraction of pixels that the candidate label (:meth:`_candidate`) gets right."""
+        gt = self.data.vault.mask(row)
         sel = label.weight > 0.5
         lab = label.label > 0.5
         n_sel = int(sel.sum())
@@ -508,46 +487,6 @@ class PseudoLabelEnv(gym.Env):
             "pl_iou_prior": iou(self.loop_bank.priors[row] > 0.5),
             "pl_iou_teacher": iou(pred["teacher_full"] > 0.5),
             "pl_iou_label": iou(fg_sel),
+            "pl_cell_correct": L.cell_fraction(((self._candidate(row, pred) > 0.5) == gt)
+                                            .astype(np.float32), self.grid_size).ravel(),
         }
-
-    def _probe_score(self) -> float:
-        if len(self.probe) == 0:
-            return 0.0
-        from l2l_env.metrics import iou
-
-        probs = self.segmenter.predict(self.probe.images, self.probe.priors, self.probe.phrases)
-        return float(iou(probs > 0.5, self.probe.masks).mean())
-
-    def _update(self) -> dict[str, float]:
-        """Train the coupled segmenter on labeled data + the pending selections."""
-        cfg = self.config
-        if self._probe_miou is None:
-            self._probe_miou = self._probe_score()
-        S = self.image_size
-        rows = np.array([p[0] for p in self._pending], dtype=np.int64)
-        targets = np.stack([p[1] for p in self._pending]) if self._pending else np.zeros((0, S, S), np.float32)
-        weights = (np.stack([p[2] for p in self._pending]) if self._pending
-                   else np.zeros((0, S, S), np.float32)) * np.float32(cfg.pseudo_weight)
-        keep = weights.any(axis=(1, 2))
-        rows, targets, weights = rows[keep], targets[keep], weights[keep]
-        self._pending = []
-        bank, lab = self.loop_bank, self.labeled
-        losses = []
-        for _ in range(cfg.update_steps):
-            idx = self._rng.choice(len(lab), size=min(cfg.labeled_batch, len(lab)), replace=False)
-            if len(rows) + len(idx) == 0:
-                break
-            images = np.concatenate([bank.images[rows], lab.images[idx]])
-            priors = np.concatenate([bank.priors[rows], lab.priors[idx]])
-            phrases = [bank.phrases[r] for r in rows] + [lab.phrases[i] for i in idx]
-            tgt = np.concatenate([targets, lab.masks[idx].astype(np.float32)])
-            wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
-            losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
-        self._cache.clear()
-        before = self._probe_miou
-        self._probe_miou = self._probe_score()
-        return {"loss": float(np.mean(losses)) if losses else 0.0,
-                "pseudo_samples": int(len(rows)),
-                "probe_mIoU": self._probe_miou,
-                "probe_delta": self._probe_miou - before,
-                "segmenter_step": int(self.segmenter.step)}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from l2l_env.data import RefSplit, load_table
+from l2l_env.data import RefSplit
 from l2l_env.metrics import MetricAccumulator
 
 
@@ -19,23 +20,44 @@ def _to_size(probs: np.ndarray, height: int, width: int) -> np.ndarray:
     return F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def evaluate_segmenter(segmenter: Any, config: Any, split: str, *, batch_size: int = 256,
-                       teacher: bool = False, max_samples: int | None = None) -> dict[str, float]:
-    """mIoU, oIoU, prec@X of ``segmenter`` on ``split`` of ``config.dataset`` (one sample per
-    sentence), with the priors of ``config.prior_provider``; also mIoU where the prior box is right
-    (IoU >= 0.5 with the referent's box) and where it is wrong, as ``mIoU_prior_right/wrong``.
+@dataclass
+class EvalSplit:
+    """An evaluation split loaded once: its samples (one per sentence), their priors and the
+    proposal kind that turns a prior into a map."""
 
-    ``config`` is an :class:`l2l_env.config.EnvConfig` (or anything with its data/prior fields).
-    """
+    name: str
+    samples: RefSplit
+    priors: Any
+    proposal: str = "box"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def load_eval_split(config: Any, split: str) -> EvalSplit:
+    """``split`` of ``config.dataset`` with the priors of ``config.prior_provider``; ``config`` is
+    an :class:`l2l_env.config.EnvConfig` (or anything with its data and prior fields)."""
+    from l2l_env.loop_data import load_table_of
     from l2l_env.priors import load_priors
+
+    samples = RefSplit(load_table_of(config, split), "per_sentence")
+    priors = load_priors(config.dataset, split, samples, config.prior_provider,
+                         cache_dir=config.cache_dir, **config.prior_options)
+    return EvalSplit(split, samples, priors, config.proposal)
+
+
+def evaluate_segmenter(segmenter: Any, data: EvalSplit, *, batch_size: int = 256,
+                       teacher: bool = False, max_samples: int | None = None) -> dict[str, float]:
+    """mIoU, oIoU, prec@X of ``segmenter`` on a loaded split (:func:`load_eval_split`); also mIoU
+    where the prior box is right (IoU >= 0.5 with the referent's box) and where it is wrong, as
+    ``mIoU_prior_right/wrong``, and the share of right priors."""
     from l2l_env.priors.base import box_iou
     from segmenter.data import resize_images
 
-    data_root = config.data_root if config.data_root or config.dataset != "synthref" else config.cache_dir
-    table = load_table(config.dataset, split, data_root=data_root, **config.data_options)
-    samples = RefSplit(table, "per_sentence")
-    priors = load_priors(config.dataset, split, samples, config.prior_provider,
-                         cache_dir=config.cache_dir, **config.prior_options)
+    if not isinstance(data, EvalSplit):
+        raise TypeError(f"evaluate_segmenter expects an EvalSplit (load_eval_split(config, split)), "
+                        f"got {type(data).__name__}")
+    samples, priors = data.samples, data.priors
     size = int(segmenter.config.image_size)
     total = len(samples) if max_samples is None else min(len(samples), max_samples)
     overall, right, wrong = MetricAccumulator(), MetricAccumulator(), MetricAccumulator()
@@ -43,7 +65,7 @@ def evaluate_segmenter(segmenter: Any, config: Any, split: str, *, batch_size: i
         batch = [samples[i] for i in range(start, min(total, start + batch_size))]
         ids = [s.sample_id for s in batch]
         images = np.stack([resize_images(s.image[None], size)[0] for s in batch])
-        prior_maps = priors.proposals(ids, size, size, kind=config.proposal)
+        prior_maps = priors.proposals(ids, size, size, kind=data.proposal)
         probs = segmenter.predict(images, prior_maps, [s.phrase for s in batch], teacher=teacher,
                                   batch_size=batch_size)
         preds = [_to_size(p, *s.mask.shape) > 0.5 for p, s in zip(probs, batch)]

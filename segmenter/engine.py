@@ -61,6 +61,9 @@ class Segmenter:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.teacher = make_teacher(self.model)
+        self.training_network: nn.Module | None = None
+        """The network that :meth:`train_step`'s forward pass runs through; ``None``: the student
+        itself. A wrapper of the student goes here (e.g. ``DistributedDataParallel``)."""
         self._amp = bool(cfg.amp) and self.device.type == "cuda"
         self._amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler(
@@ -182,7 +185,8 @@ class Segmenter:
             pri = torch.where(keep, pri, torch.full_like(pri, cfg.no_prior_value))
         self.model.train()
         buffers = [buf.detach().clone() for buf in self.model.buffers()]  # batch-norm statistics
-        logits = self._logits(self.model, img, pri, phrases)
+        net = self.model if self.training_network is None else self.training_network
+        logits = self._logits(net, img, pri, phrases)
         terms = loss_terms(logits, tgt, wgt, cfg.bce_weight, cfg.dice_weight)
         loss = terms["loss"]
         if not torch.isfinite(loss):

@@ -134,7 +134,8 @@ def _state(n: int) -> dict:
     return {"stage": "loop", "loop_done": n, "weights": weights}
 
 
-def _fail_checkpoint(monkeypatch, how: str) -> None:
+def _fail_torch_write(monkeypatch, how: str) -> None:
+    """Make the next torch checkpoint write fail: mid-write (``write``) or at the rename."""
     if how == "replace":
         monkeypatch.setattr(os, "replace", _fail_replace)
     else:
@@ -146,7 +147,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_loadable(tmp_path
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, _state(16))
     with monkeypatch.context() as m:
-        _fail_checkpoint(m, how)
+        _fail_torch_write(m, how)
         with pytest.raises(OSError, match="No space"):
             save_checkpoint(path, _state(32))
     ckpt = load_checkpoint(path)
@@ -159,7 +160,7 @@ def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch,
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, _state(16))
     with monkeypatch.context() as m:
-        _fail_checkpoint(m, how)
+        _fail_torch_write(m, how)
         with pytest.raises(OSError):
             save_checkpoint(path, _state(32))
     assert _leftovers(tmp_path) == []
@@ -222,13 +223,6 @@ def segmenter(text_encoder, tiny_segmenter):
     return Segmenter(SegmenterConfig(image_size=32, **tiny_segmenter), text_encoder=text_encoder)
 
 
-def _fail_segmenter_save(monkeypatch, how: str) -> None:
-    if how == "replace":
-        monkeypatch.setattr(os, "replace", _fail_replace)
-    else:
-        monkeypatch.setattr(torch, "save", _half_torch_save(torch.save))
-
-
 @pytest.mark.parametrize("how", ["write", "replace"])
 def test_failed_segmenter_save_keeps_the_previous_checkpoint_loadable(segmenter, text_encoder,
                                                                       tmp_path, monkeypatch, how):
@@ -241,7 +235,7 @@ def test_failed_segmenter_save_keeps_the_previous_checkpoint_loadable(segmenter,
         for p in segmenter.model.parameters():
             p.add_(1.0)
     with monkeypatch.context() as m:
-        _fail_segmenter_save(m, how)
+        _fail_torch_write(m, how)
         with pytest.raises(OSError, match="No space"):
             segmenter.save(path)
     loaded = Segmenter.load(path, text_encoder=text_encoder)
@@ -255,7 +249,7 @@ def test_failed_segmenter_save_leaves_no_temporary_file(segmenter, tmp_path, mon
     path = tmp_path / "seg.pt"
     segmenter.save(path)
     with monkeypatch.context() as m:
-        _fail_segmenter_save(m, how)
+        _fail_torch_write(m, how)
         with pytest.raises(OSError):
             segmenter.save(path)
     assert _leftovers(tmp_path) == []

@@ -81,7 +81,7 @@ def test_unlabeled_ground_truth_never_reaches_rewards_or_training(l2l_cache, mon
 
     reads = guard_unlabeled_truth(l2l_cache, monkeypatch)
     env = gym.make(l2l_env.ENV_ID, **{**kwargs, "diagnostics": False})
-    assert not env.unwrapped._truth.available
+    assert not env.unwrapped.data.vault.available
     blind = _rollout(env, 17)
     assert reads == []
     assert sum(isinstance(t, tuple) and t[4]["updated"] for t in blind) == 2   # it trained twice
@@ -105,7 +105,7 @@ def test_the_guard_catches_a_read(l2l_cache, monkeypatch):
     env = PseudoLabelEnv(**tiny_env_kwargs(l2l_cache, diagnostics=False))
     env.reset(seed=0)
     with pytest.raises(AssertionError, match="vault"):
-        env._truth.mask(0)
+        env.data.vault.mask(0)
 
 
 def test_heldout_reward_reads_labeled_probe_masks_only(l2l_cache, monkeypatch):

@@ -154,7 +154,7 @@ def test_env_reward_is_cell_rewards_plus_the_delayed_part(l2l_cache, reward, opt
     env.reset(seed=1)
     # The tiny untrained segmenter's probe mIoU stays 0: feed the delayed part known probe scores.
     probe = iter([0.1, 0.3, 0.25])
-    env.unwrapped._probe_score = lambda: next(probe)
+    env.unwrapped.trainer.probe_score = lambda: next(probe)
     rng = np.random.default_rng(0)
     updates, delays = 0, []
     for _ in range(16):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Agent, Callback, read_manifest, register, write_manifest
+from agents.base import Agent, Callback, config_from, read_manifest, register, write_manifest
 from agents.l2l import ppo
 from agents.l2l.policy import ObsLayout, SelectorNet
 from agents.obs import Obs, as_batch, check_dict_space, unbatch
@@ -44,16 +44,7 @@ class L2LAgent(Agent):
     is_learner = True
 
     def __init__(self, config: ppo.L2LConfig | None = None, **kwargs: Any) -> None:
-        if config is not None and kwargs:
-            raise TypeError("L2LAgent: pass config= or keywords, not both")
-        if config is None:
-            fields = {f.name for f in dataclasses.fields(ppo.L2LConfig)}
-            unknown = sorted(set(kwargs) - fields)
-            if unknown:
-                raise TypeError(f"agent 'l2l': unknown parameter(s) {unknown}; "
-                                f"expected some of {sorted(fields)}")
-            config = ppo.L2LConfig(**kwargs)
-        self.config = config
+        self.config = config = config_from(ppo.L2LConfig, config, kwargs, "agent 'l2l'")
         self.device = _device(config.device)
         self.net: SelectorNet | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -63,6 +54,29 @@ class L2LAgent(Agent):
         self.rollout = ppo.RolloutState()
         """What carries over between ``learn`` calls (the env position, replay window); the
         runner points it at a resumed env."""
+
+    # ------------------------------------------------------------------ run protocol
+    @classmethod
+    def option_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(ppo.L2LConfig)} | {"config"}
+
+    @classmethod
+    def rollout_length(cls, name: str, options: dict[str, Any]) -> int:
+        return int(options.get("n_steps", ppo.L2LConfig.n_steps))
+
+    @property
+    def savable(self) -> bool:
+        return self.net is not None
+
+    def continue_from(self, env: Any, obs: Obs, counters: dict[str, int]) -> None:
+        self.rollout.env = env
+        self.rollout.obs = as_batch(obs)[0]
+        self.rollout.reset_next = np.zeros(1, dtype=bool)
+        self.rollout.env_steps = int(counters.get("env_steps", 0))
+        self.rollout.updates = int(counters.get("updates", 0))
+
+    def counters(self) -> dict[str, int]:
+        return {"env_steps": int(self.rollout.env_steps), "updates": int(self.rollout.updates)}
 
     @property
     def last_obs(self) -> dict[str, np.ndarray] | None:

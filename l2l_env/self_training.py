@@ -1,0 +1,102 @@
+"""Self-training of the coupled segmenter on labeled data plus constructed pseudo-labels.
+
+The env hands every constructed label of an unlabeled loop sample to :meth:`SelfTrainer.add`;
+every ``update_interval`` steps it calls :meth:`SelfTrainer.update`, which trains the segmenter
+for ``update_steps`` optimiser steps on the pending pseudo-labels plus a fresh labeled batch each
+step, then scores the student on the held-out probe. Nothing here sees an unlabeled sample's
+ground truth: the banks it is given hold none.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from l2l_env.bank import SampleBank
+
+
+class SelfTrainer:
+    """The update step of the loop: pending pseudo-labels in, one segmenter update out.
+
+    :param segmenter: the coupled :class:`segmenter.Segmenter` (trained in place).
+    :param labeled: the labeled training bank (with masks).
+    :param probe: held-out labeled samples (with masks): the utility reward's probe.
+    :param pool: the bank the loop visits; pending rows index it.
+    :param update_steps: optimiser steps per update.
+    :param labeled_batch: labeled samples added to every step's batch.
+    :param pseudo_weight: weight of a pseudo-labeled pixel relative to a labeled one.
+    """
+
+    def __init__(self, segmenter: Any, labeled: SampleBank, probe: SampleBank, pool: SampleBank, *,
+                 update_steps: int, labeled_batch: int, pseudo_weight: float) -> None:
+        self.segmenter = segmenter
+        self.labeled, self.probe, self.pool = labeled, probe, pool
+        self.update_steps = int(update_steps)
+        self.labeled_batch = int(labeled_batch)
+        self.pseudo_weight = float(pseudo_weight)
+        self.pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+        """``(pool row, label (S, S), weight (S, S))`` of every label since the last update."""
+        self.probe_miou: float | None = None
+
+    def reset(self) -> None:
+        """Forget the pending labels and the last probe score (start of a run)."""
+        self.pending = []
+        self.probe_miou = None
+
+    def add(self, row: int, label: np.ndarray, weight: np.ndarray) -> None:
+        """Queue the pseudo-label of pool row ``row`` for the next update."""
+        self.pending.append((int(row), label, weight))
+
+    def probe_score(self) -> float:
+        """Mean IoU of the student on the probe (0 without a probe)."""
+        if len(self.probe) == 0:
+            return 0.0
+        from l2l_env.metrics import iou
+
+        probe = self.probe
+        probs = self.segmenter.predict(probe.images, probe.priors, probe.phrases)
+        return float(iou(probs > 0.5, probe.masks).mean())
+
+    def update(self, rng: np.random.Generator) -> dict[str, float]:
+        """Train on the pending labels (cleared) plus labeled batches drawn with ``rng``; returns
+        ``{"loss", "pseudo_samples", "probe_mIoU", "probe_delta", "segmenter_step"}``."""
+        if self.probe_miou is None:
+            self.probe_miou = self.probe_score()
+        S = int(self.segmenter.config.image_size)
+        pending, self.pending = self.pending, []
+        rows = np.array([p[0] for p in pending], dtype=np.int64)
+        empty = np.zeros((0, S, S), np.float32)
+        targets = np.stack([p[1] for p in pending]) if pending else empty
+        weights = (np.stack([p[2] for p in pending]) if pending else empty) * np.float32(self.pseudo_weight)
+        keep = weights.any(axis=(1, 2))
+        rows, targets, weights = rows[keep], targets[keep], weights[keep]
+        bank, lab = self.pool, self.labeled
+        losses = []
+        for _ in range(self.update_steps):
+            idx = rng.choice(len(lab), size=min(self.labeled_batch, len(lab)), replace=False)
+            if len(rows) + len(idx) == 0:
+                break
+            images = np.concatenate([bank.images[rows], lab.images[idx]])
+            priors = np.concatenate([bank.priors[rows], lab.priors[idx]])
+            phrases = [bank.phrases[r] for r in rows] + [lab.phrases[i] for i in idx]
+            tgt = np.concatenate([targets, lab.masks[idx].astype(np.float32)])
+            wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
+            losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
+        before = self.probe_miou
+        self.probe_miou = self.probe_score()
+        return {"loss": float(np.mean(losses)) if losses else 0.0,
+                "pseudo_samples": int(len(rows)),
+                "probe_mIoU": self.probe_miou,
+                "probe_delta": self.probe_miou - before,
+                "segmenter_step": int(self.segmenter.step)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pending labels and the last probe score (copies)."""
+        return {"pending": [(int(r), s.copy(), t.copy()) for r, s, t in self.pending],
+                "probe_miou": self.probe_miou}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pending = [(int(r), np.asarray(s), np.asarray(t)) for r, s, t in copy.deepcopy(state["pending"])]
+        self.probe_miou = state["probe_miou"]
