@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from segmenter.files import atomic_file, atomic_folder
+
 FORMAT = "l2l-run-checkpoint/1"
 
 
@@ -34,14 +36,8 @@ def agent_root(out: str | os.PathLike, rank: int = 0) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         torch.save({"format": FORMAT, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -61,14 +57,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_agent_dir(agent: Any, path: str | os.PathLike) -> str:
     """``agent.save`` into directory ``path`` through a temporary directory and a rename."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    agent.save(tmp)
-    shutil.rmtree(final, ignore_errors=True)  # left by a run killed before its checkpoint
-    os.replace(tmp, final)
-    return str(final)
+    return str(atomic_folder(path, agent.save))
 
 
 def save_agent(agent: Any, root: str | os.PathLike, tag: int) -> str:

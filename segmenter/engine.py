@@ -15,6 +15,7 @@ from torch import nn
 
 from segmenter.config import SegmenterConfig
 from segmenter.ema import ema_update, make_teacher
+from segmenter.files import atomic_file
 from segmenter.loss import loss_terms
 from segmenter.model import GuidedSegNet
 from segmenter.text import TextEncoder
@@ -295,12 +296,9 @@ class Segmenter:
         self._generator.set_state(state["generator"])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        """Write :meth:`state_dict` to ``path`` atomically (:func:`segmenter.files.atomic_file`)."""
+        with atomic_file(path) as fh:
+            torch.save(self.state_dict(), fh)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, text_encoder: TextEncoder | None = None,

@@ -23,14 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
 
-LEFTOVER_BUG = ("bug: the writer does not remove its temporary file when the write fails "
-                "(no try/finally around write + os.replace); a fresh l2l-run only sweeps stale "
-                "checkpoint temporaries at start")
-LEFTOVER_XFAIL = pytest.mark.xfail(strict=True, raises=AssertionError, reason=LEFTOVER_BUG)
-"""Only the final no-leftover assertion may fail; strict, so a fix makes these tests XPASS and fail
-until the mark is removed."""
-
-
 def _leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
 
@@ -114,7 +106,6 @@ def test_atomic_write_bytes_keeps_the_previous_file(tmp_path, monkeypatch, how):
     assert json.loads(path.read_bytes()) == json.loads(new)
 
 
-@LEFTOVER_XFAIL
 @pytest.mark.parametrize("how", ["write", "replace"])
 def test_atomic_write_bytes_leaves_no_temporary_file(tmp_path, monkeypatch, how):
     path = tmp_path / "results.json"
@@ -154,7 +145,6 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_loadable(tmp_path
     assert ckpt["loop_done"] == 16 and torch.equal(ckpt["weights"], _state(16)["weights"])
 
 
-@LEFTOVER_XFAIL
 @pytest.mark.parametrize("how", ["write", "replace"])
 def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch, how):
     path = tmp_path / "checkpoint.pt"
@@ -205,7 +195,6 @@ def test_failed_agent_save_keeps_the_previous_agent_folder(tmp_path):
     assert _agent_files(final) == before and json.loads(before["agent.json"]) == {"tag": "old"}
 
 
-@LEFTOVER_XFAIL
 def test_failed_agent_save_leaves_no_temporary_folder(tmp_path):
     final = tmp_path / "agent"
     save_agent_dir(_Agent("old"), final)
@@ -243,7 +232,6 @@ def test_failed_segmenter_save_keeps_the_previous_checkpoint_loadable(segmenter,
         assert torch.equal(v, saved[k]), k
 
 
-@LEFTOVER_XFAIL
 @pytest.mark.parametrize("how", ["write", "replace"])
 def test_failed_segmenter_save_leaves_no_temporary_file(segmenter, tmp_path, monkeypatch, how):
     path = tmp_path / "seg.pt"

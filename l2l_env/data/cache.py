@@ -8,6 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from segmenter.files import atomic_write_bytes
+
+__all__ = ["atomic_write_bytes", "cache_dir", "config_key"]
+
 ENV_VAR = "L2L_CACHE_DIR"
 
 
@@ -27,14 +31,3 @@ def config_key(config: Any, length: int = 16) -> str:
     """A stable hash of a JSON-serialisable config (dataclasses via ``asdict`` first)."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
