@@ -208,28 +208,34 @@ def _label(agent: str) -> str:
     return names.get(agent, agent)
 
 
-def _cell(values: Sequence[float] | None) -> str:
+def _cell(values: Sequence[float] | None, expected: int = 0) -> str:
+    """``mean ± std`` (percent) of the finite values; ``(k of n)`` when fewer than the ``expected``
+    runs gave a number (a missing or NaN run is shown, not hidden); ``-`` when none did."""
     if not values:
         return "-"
     m, sd = mean_std(values)
-    return "-" if not math.isfinite(m) else f"{100 * m:.2f} ± {100 * sd:.2f}"
+    if not math.isfinite(m):
+        return "-"
+    good = sum(math.isfinite(v) for v in values)
+    mark = f" ({good} of {expected})" if good < expected else ""
+    return f"{100 * m:.2f} ± {100 * sd:.2f}{mark}"
 
 
 def tables(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], split: str,
            seeds: Sequence[int]) -> tuple[str, list[dict[str, Any]]]:
     """``(markdown, csv rows)``."""
     order = [SUPERVISED_ONLY] + [a for a in agent_names if a != SUPERVISED_ONLY]
-    order = [a for a in order if any((a, r) in cells for r in ratios)]
     full = cells.get((FULLY_SUPERVISED, 1.0))
+    n = len(seeds)
     md = [f"Split `{split}`, mean ± std over seeds {list(seeds)} (percent).", ""]
     for metric in TABLE_METRICS:
         head = "| agent | " + " | ".join(f"{C.percent(r)}% labels" for r in ratios) + " |"
         md += [f"### {metric}", "", head, "|---|" + "---:|" * len(ratios)]
         for a in order:
-            md.append(f"| {_label(a)} | " + " | ".join(_cell((cells.get((a, r)) or {}).get(metric))
+            md.append(f"| {_label(a)} | " + " | ".join(_cell((cells.get((a, r)) or {}).get(metric), n)
                                                       for r in ratios) + " |")
         if full:
-            cells_full = " | ".join(_cell(full[metric]) for _ in ratios)
+            cells_full = " | ".join(_cell(full[metric], n) for _ in ratios)
             md.append(f"| {_label(FULLY_SUPERVISED)} | {cells_full} |")
         md.append("")
     if full and any((SUPERVISED_ONLY, r) in cells for r in ratios):
@@ -256,7 +262,7 @@ def tables(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], spl
         for metric, values in cell.items():
             m, sd = mean_std(values)
             rows.append({"agent": agent, "label_ratio": ratio, "split": split, "metric": metric,
-                         "mean": m, "std": sd, "n": len(values),
+                         "mean": m, "std": sd, "n": sum(math.isfinite(v) for v in values),
                          "values": " ".join(f"{v:.6f}" for v in values)})
     return "\n".join(md), rows
 

@@ -16,12 +16,14 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from segmenter.typed import describe_type, fits
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 """Where the shipped configs live (``--config NAME`` finds ``NAME.toml`` here)."""
@@ -120,36 +122,18 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(RunConfig)
 
 
-def _describe(tp: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             dict: "a table {...}", list: "a list [...]", type(None): "null"}
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    return names.get(origin or tp, str(tp))
-
-
 def _check_type(key: str, value: Any, where: str) -> Any:
     """``value`` converted to the type of field ``key`` (ints are accepted for floats)."""
     tp = _field_types()[key]
-    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    for opt in options:
-        base = typing.get_origin(opt) or opt
-        if base is type(None) and value is None:
-            return None
-        if base is bool and isinstance(value, bool):
-            return value
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is str and isinstance(value, str):
-            return value
-        if base is dict and isinstance(value, dict):
-            return copy.deepcopy(value)
-        if base is list and isinstance(value, (list, tuple)):
-            return list(value)
-    raise ValueError(f"config key {key!r}{where} must be {_describe(tp)}, got {value!r}")
+    if not fits(value, tp):
+        raise ValueError(f"config key {key!r}{where} must be {describe_type(tp)}, got {value!r}")
+    if isinstance(value, (dict, list)):
+        return copy.deepcopy(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if float in typing.get_args(tp) + (tp,) and not isinstance(value, bool) and isinstance(value, int):
+        return float(value)
+    return value
 
 
 def valid_keys() -> list[str]:
@@ -269,7 +253,9 @@ def from_dict(settings: dict[str, Any], base: RunConfig | None = None, where: st
     for key, value in settings.items():
         if key not in known:
             raise _unknown(key, where)
-        if key in DICT_FIELDS and isinstance(value, dict):
+        if key in DICT_FIELDS and isinstance(value, dict) and value == {}:
+            setattr(cfg, key, {})  # an empty table clears what came before
+        elif key in DICT_FIELDS and isinstance(value, dict):
             current = getattr(cfg, key)
             setattr(cfg, key, deep_merge(current, value))
         else:
@@ -455,6 +441,13 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
     if cfg.dataset not in DATASETS:
         raise ValueError(f"config key 'dataset'={cfg.dataset!r} is unknown; expected one of "
                          f"{sorted(DATASETS)}")
+    from l2l_env.data import check_options
+    check_options(cfg.dataset, cfg.data_options)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
+        raise ValueError(f"config key 'device'={cfg.device!r} is unknown; expected 'cpu', 'cuda', "
+                         "'cuda:<index>' or 'mps'")
+    if cfg.seed < 0:
+        raise ValueError(f"config key 'seed'={cfg.seed} must be >= 0")
     if not 0.0 < cfg.label_ratio <= 1.0:
         raise ValueError(f"config key 'label_ratio'={cfg.label_ratio!r} must be in (0, 1] "
                          f"(0.05 = 5% labeled train images; 1.0 = fully supervised)")

@@ -70,7 +70,13 @@ def resolve(args: argparse.Namespace) -> tuple[C.RunConfig, dict[str, Any]]:
     if args.resume:
         saved_file = Path(cfg.out or C.default_out(cfg)) / "config.json"
         if saved_file.is_file():
-            saved = json.loads(saved_file.read_text())
+            try:
+                saved = json.loads(saved_file.read_text())
+                if not isinstance(saved, dict):
+                    raise ValueError(f"expected a JSON object, got {type(saved).__name__}")
+            except (OSError, ValueError) as err:
+                raise ValueError(f"{saved_file} is corrupt ({err}); it is the config of the run to "
+                                 "resume: restore it, or start again with --overwrite") from None
             settings = {k: v for k, v in saved.items() if k != "resolved"}
             base = C.from_dict(settings, where=f" in {saved_file}")
             base.out = saved.get("out")
@@ -131,19 +137,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from experiments import distributed as D
+    from experiments.checkpoint import checkpoint_path
+    from experiments.lock import OutputBusy, OutputLock
     from experiments.report import summary_text
     from experiments.runner import Runner
 
     torch.set_num_threads(cfg.threads)
     out = Path(resolved["out"])
     ctx, device = D.init(cfg.device)
+    lock = OutputLock(out)
     try:
         if ctx.is_main:
             try:
+                lock.acquire()  # one run per --out; also checks that it can be written
                 prepare_out(out, args.resume, args.overwrite)
-            except FileExistsError as err:
+            except (FileExistsError, OutputBusy, OSError) as err:
                 print(f"l2l-run: error: {err}", file=sys.stderr)
                 return 2
+            if args.resume and not checkpoint_path(out).exists() and not (out / "results.json").exists():
+                print(f"l2l-run: --resume: {out} holds no run yet; starting a fresh one", file=sys.stderr)
         D.barrier(ctx)
         config_dict = C.resolved_dict(cfg, resolved)
         try:
@@ -157,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(results, indent=2) if args.json else summary_text(results))
         return 0
     finally:
+        lock.release()
         D.shutdown(ctx)
 
 

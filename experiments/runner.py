@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from experiments.config import RunConfig, differences
 from experiments.logs import RunLogger, eval_panels, selection_panels, tb_dir
 from experiments.recorder import PseudoLabelStats, StepRecorder
 from experiments.report import METRIC_KEYS, write_json
+from segmenter.files import sweep_temporaries
 
 KILL_ENV = "L2L_RUN_KILL_AT_STEP"
 """Testing hook: SIGKILL this process when the loop reaches this many env steps (mid-chunk)."""
@@ -137,8 +139,10 @@ class Runner:
             return
         self._t_wall = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
-        for stale in self.out.glob(f".{self.ckpt_file.name}.*.tmp"):  # left by a kill mid-write
-            stale.unlink(missing_ok=True)
+        # Temporaries of writes cut short by a kill (their writer is gone).
+        for folder in (self.out, agent_root(self.out, self.ctx.rank), self.cfg.warmup_cache):
+            if folder:
+                sweep_temporaries(folder)
         env_cfg = self.env_config()
         with self.timed("data_priors"):
             self.prepare_data(env_cfg)
@@ -287,11 +291,16 @@ class Runner:
             return
         cache = self.warmup_cache_file()
         if cache is not None and cache.is_file() and done == 0:
-            seg.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
-            self.data_info["warmup_from_cache"] = str(cache)
-            self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
-            self.quick_eval(step=0, tag="warmup")
-            return
+            try:
+                seg.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+            except Exception as err:  # a corrupt or foreign file: warm up again and rewrite it
+                print(f"warning: warm-up cache {cache} is unreadable ({type(err).__name__}: {err}); "
+                      "warming up again", file=sys.stderr)
+            else:
+                self.data_info["warmup_from_cache"] = str(cache)
+                self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
+                self.quick_eval(step=0, tag="warmup")
+                return
         targets = bank.masks.astype(np.float32)
         batch = max(1, min(self.cfg.warmup_batch, len(bank)))
         piece = self.cfg.checkpoint_every or total
@@ -353,7 +362,7 @@ class Runner:
         st = self.state
         self.env.reset(seed=self.cfg.seed)  # arms the wrappers; the state below replaces it all
         self.env.unwrapped.load_state_dict(st["env"])
-        self.agent = agents.load(st["agent_dir"]) if st.get("agent_dir") else self.make_agent()
+        self.agent = agents.load(self.out / st["agent_dir"]) if st.get("agent_dir") else self.make_agent()
         self.stats = PseudoLabelStats.from_state(st["stats"])
         self.recorder.total_steps = int(st["loop_done"])
         self.rollout_counters = dict(st["rollout"])
@@ -369,7 +378,9 @@ class Runner:
         root = agent_root(self.out, self.ctx.rank)
         agent_dir = save_agent(self.agent, root, done) if self.agent.savable else None
         self.rollout_counters = dict(rollout)
-        self.save("loop", env=self.env.unwrapped.state_dict(), agent_dir=agent_dir, loop_done=done,
+        # Saved relative to the run folder, so that a moved or copied folder resumes from anywhere.
+        saved_dir = os.path.relpath(agent_dir, self.out) if agent_dir is not None else None
+        self.save("loop", env=self.env.unwrapped.state_dict(), agent_dir=saved_dir, loop_done=done,
                   rollout=dict(rollout), stats=self.stats.state_dict())
         if agent_dir is not None:
             prune_agents(root, agent_dir)

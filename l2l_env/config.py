@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from segmenter.typed import strict_config
+
 LABEL_SOURCES = ("teacher", "prior", "fused")
 ACTION_FORMS = ("construct", "select")
 
@@ -118,10 +120,6 @@ def make_config(config: dict[str, Any] | EnvConfig | None = None, **overrides: A
     """Merge a dict (or config) and keyword overrides onto the defaults; unknown keys are errors."""
     base = dataclasses.asdict(config) if isinstance(config, EnvConfig) else dict(config or {})
     base.update(overrides)
-    known = {f.name for f in dataclasses.fields(EnvConfig)}
-    unknown = sorted(set(base) - known)
-    if unknown:
-        raise ValueError(f"unknown env config key(s) {unknown}; known keys: {sorted(known)}")
-    cfg = EnvConfig(**base)
+    cfg = strict_config(EnvConfig, base, "env config")
     cfg.validate()
     return cfg

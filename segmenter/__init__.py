@@ -6,15 +6,26 @@ optimiser, the poly schedule and the EMA teacher; ``segmentation_loss`` is the w
 with an ignore mask; ``fit`` is a supervised training loop on arrays.
 """
 
-from segmenter.config import SegmenterConfig
-from segmenter.data import resize_batch, resize_images, resize_maps, resize_masks, stack_samples
-from segmenter.engine import Segmenter
-from segmenter.loss import loss_terms, segmentation_loss
-from segmenter.text import TextEncoder
-from segmenter.train import FitResult, fit
+from __future__ import annotations
 
-__all__ = [
-    "FitResult", "Segmenter", "SegmenterConfig", "TextEncoder", "fit", "loss_terms",
-    "resize_batch", "resize_images", "resize_maps", "resize_masks", "segmentation_loss",
-    "stack_samples",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SegmenterConfig": "segmenter.config", "Segmenter": "segmenter.engine",
+    "TextEncoder": "segmenter.text", "FitResult": "segmenter.train", "fit": "segmenter.train",
+    "loss_terms": "segmenter.loss", "segmentation_loss": "segmenter.loss",
+    **{name: "segmenter.data" for name in ("resize_batch", "resize_images", "resize_maps",
+                                           "resize_masks", "stack_samples")},
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names on first use, so that the torch-free helpers (``segmenter.files``,
+    ``segmenter.typed``) can be used without importing torch."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'segmenter' has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 An encoder exposes ``stem(x) -> (x, details)`` (``details``: ``{stride: features}`` at strides 1
 and/or 2, used by the decoder's refinement, possibly empty) and ``stages``, a list of four modules
-run one after the other, so that guidance can be injected between stages. ``channels`` gives each
+run one after the other, so that guidance can be injected between stages, or (a pretrained
+``transformers`` backbone) ``features(x)``, the four stage outputs at once. ``channels`` gives each
 stage's output channels, ``detail_channels`` the channels of each detail stride.
 """
 
@@ -120,12 +121,72 @@ class TimmEncoder(nn.Module):
         return x, {}
 
 
+class HFEncoder(nn.Module):
+    """A ``transformers`` backbone (``AutoBackbone``: Swin, ConvNeXt, ResNet, ...) read from a local
+    checkpoint folder, out of its four stages at strides 4, 8, 16 and 32.
+
+    Pretrained stages cannot be re-entered one by one in general (Swin keeps its tokens as
+    sequences between stages), so :meth:`features` runs the whole backbone and the segmenter guides
+    each stage's output; a ``CNNEncoder`` instead takes the guidance between its stages.
+    """
+
+    STAGES = ("stage1", "stage2", "stage3", "stage4")
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        from pathlib import Path
+
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"backbone 'hf:{path}': {folder / 'config.json'} does not exist "
+                                    "(expected a local transformers checkpoint folder, e.g. written "
+                                    "by save_pretrained)")
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+        from transformers.utils import logging as hf_logging
+
+        config = AutoConfig.from_pretrained(folder)
+        if type(config) not in MODEL_FOR_BACKBONE_MAPPING:
+            raise ValueError(f"backbone 'hf:{path}' is a {config.model_type!r} checkpoint, which "
+                             "transformers cannot use as a backbone (AutoBackbone: Swin, ConvNeXt, "
+                             "ResNet, ...)")
+        cls = MODEL_FOR_BACKBONE_MAPPING[type(config)]
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the load report lists the new per-stage norms
+        try:
+            model, info = cls.from_pretrained(folder, out_features=list(self.STAGES),
+                                              output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        missing = [k for k in info["missing_keys"] if not k.startswith("hidden_states_norms.")]
+        if missing:
+            raise ValueError(f"backbone 'hf:{path}': the checkpoint lacks {len(missing)} weights of "
+                             f"{cls.__name__} (e.g. {sorted(missing)[:3]})")
+        strides = list(getattr(model, "_out_feature_strides", None) or [])
+        self.model = model
+        self.in_channels = 3
+        self.channels = list(model.channels)
+        self.detail_channels: dict[int, int] = {}
+        self.strides = strides
+
+    def stem(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        return x, {}
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage outputs ``(B, C_i, H / s_i, W / s_i)``, ``s_i`` = 4, 8, 16, 32."""
+        return list(self.model(pixel_values=x).feature_maps)
+
+
 def build_encoder(backbone: str, in_channels: int, stem_width: int, widths: tuple[int, ...],
                   depths: tuple[int, ...], weights: str | None = None,
                   full_width: int = 0) -> nn.Module:
-    """``"cnn"`` -> :class:`CNNEncoder`; ``"timm:<name>"`` -> :class:`TimmEncoder`."""
+    """``"cnn"`` -> :class:`CNNEncoder`; ``"hf:<folder>"`` -> :class:`HFEncoder`;
+    ``"timm:<name>"`` -> :class:`TimmEncoder` (the optional ``timm`` extra)."""
     if backbone == "cnn":
         return CNNEncoder(in_channels, stem_width, widths, depths, full_width)
+    if backbone.startswith("hf:"):
+        return HFEncoder(backbone.split(":", 1)[1])
     if backbone.startswith("timm:"):
         return TimmEncoder(backbone.split(":", 1)[1], weights=weights)
-    raise ValueError(f"unknown backbone {backbone!r}; expected 'cnn' or 'timm:<model name>'")
+    raise ValueError(f"unknown backbone {backbone!r}; expected 'cnn', 'hf:<checkpoint folder>' or "
+                     "'timm:<model name>'")

@@ -94,9 +94,9 @@ class SegmenterConfig:
         if min(self.widths) < 1 or min(self.depths) < 1:
             raise ValueError(f"SegmenterConfig.widths/.depths must be positive, got "
                              f"{self.widths}/{self.depths}")
-        if not (self.backbone == "cnn" or self.backbone.startswith("timm:")):
-            raise ValueError(f"SegmenterConfig.backbone must be 'cnn' or 'timm:<model name>', "
-                             f"got {self.backbone!r}")
+        if not (self.backbone == "cnn" or self.backbone.startswith(("hf:", "timm:"))):
+            raise ValueError(f"SegmenterConfig.backbone must be 'cnn', 'hf:<checkpoint folder>' or "
+                             f"'timm:<model name>', got {self.backbone!r}")
         if not 0.0 <= self.prior_dropout <= 1.0:
             raise ValueError(f"SegmenterConfig.prior_dropout must be in [0, 1], "
                              f"got {self.prior_dropout}")
@@ -120,13 +120,11 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmenterConfig:
-        """The config of ``data``; an unknown key is an error that names it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SegmenterConfig key(s) {unknown}; "
-                             f"expected some of {sorted(known)}")
-        return cls(**data)
+        """The config of ``data``; an unknown key or a value of the wrong type is an error that
+        names it."""
+        from segmenter.typed import strict_config
+
+        return strict_config(cls, data, "SegmenterConfig")
 
     def replace(self, **overrides: Any) -> SegmenterConfig:
         """A copy with ``overrides`` applied (unknown keys are an error that names them)."""

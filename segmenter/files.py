@@ -57,3 +57,36 @@ def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], object]) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders (``.<name>.<pid>.tmp``) in ``folder`` that were
+    left by processes that are no longer running; returns what was removed. A live writer's
+    temporary file is left alone."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for item in root.glob(".*.tmp"):
+        try:
+            pid = int(item.name.rsplit(".", 2)[-2])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        removed.append(item)
+    return removed

@@ -119,14 +119,23 @@ class GuidedSegNet(nn.Module):
         x, details = self.encoder.stem(x)
         words = self.text_proj(tokens) if self.use_text else None
         feats = []
-        for i, stage in enumerate(self.encoder.stages):
-            x = stage(x)
-            if self.use_guidance:
-                size = x.shape[-2:]
-                prior_i = F.adaptive_avg_pool2d(priors, size) if self.use_prior else None
-                coords_i = F.adaptive_avg_pool2d(coords, size)
-                x = self.guides[i](x, words, mask, prior_i, coords_i)
-            elif self.use_text:
-                x = self.films[i](x, words, mask)
-            feats.append(x)
+        if hasattr(self.encoder, "stages"):  # guidance between the stages
+            for i, stage in enumerate(self.encoder.stages):
+                x = self.guide(i, stage(x), words, mask, priors, coords)
+                feats.append(x)
+        else:  # a pretrained backbone runs whole; each stage's output is guided
+            feats = [self.guide(i, f, words, mask, priors, coords)
+                     for i, f in enumerate(self.encoder.features(x))]
         return self.decoder(feats, details, (h, w))
+
+    def guide(self, i: int, x: torch.Tensor, words: torch.Tensor | None, mask: torch.Tensor | None,
+              priors: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Stage ``i``'s features conditioned on the prior, the phrase and the coordinates."""
+        if self.use_guidance:
+            size = x.shape[-2:]
+            prior_i = F.adaptive_avg_pool2d(priors, size) if self.use_prior else None
+            coords_i = F.adaptive_avg_pool2d(coords, size)
+            return self.guides[i](x, words, mask, prior_i, coords_i)
+        if self.use_text:
+            return self.films[i](x, words, mask)
+        return x

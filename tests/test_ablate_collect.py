@@ -12,12 +12,6 @@ from experiments import ablate
 
 SEEDS = [0, 1, 2]
 MIOU = {0: 0.60, 1: 0.64, 2: 0.62}
-INCOMPLETE_BUG = ("bug: experiments/ablate.py tables() prints the mean +- std of the runs it "
-                  "found under a header naming every seed, with no mark that a run is missing or "
-                  "NaN, and its CSV 'n' counts NaN runs")
-INCOMPLETE_XFAIL = pytest.mark.xfail(strict=True, raises=AssertionError, reason=INCOMPLETE_BUG)
-
-
 def _write_run(out, agent: str, ratio: float, seed: int, miou: float) -> None:
     spec = ablate.RunSpec(agent, ratio, seed)
     d = out / "runs" / spec.name
@@ -66,9 +60,6 @@ def test_a_cell_whose_every_run_is_nan_shows_no_number(tmp_path):
     assert _row(md) == "| l2l | - |"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: experiments/ablate.py tables() drops an agent whose runs are all missing from the "
-    "table instead of showing its row as '-'"))
 def test_an_agent_whose_every_run_is_missing_keeps_its_row(tmp_path):
     runs = _ablation(tmp_path, {s: "missing" for s in SEEDS})
     cells, split = ablate.collect(tmp_path, runs, "val")
@@ -85,7 +76,6 @@ def test_nan_values_are_read_and_kept_out_of_the_mean(tmp_path):
     assert ablate.mean_std(values) == pytest.approx((0.61, math.sqrt(0.0002)))
 
 
-@INCOMPLETE_XFAIL
 @pytest.mark.parametrize("kind", ["missing", "nan"])
 def test_a_cell_with_a_broken_run_is_marked_not_shown_as_complete(tmp_path, kind):
     runs = _ablation(tmp_path, {1: kind})
@@ -97,7 +87,6 @@ def test_a_cell_with_a_broken_run_is_marked_not_shown_as_complete(tmp_path, kind
     assert _row(md) != _complete_row([0.60, 0.62])
 
 
-@INCOMPLETE_XFAIL
 def test_csv_n_counts_only_runs_with_a_number(tmp_path):
     runs = _ablation(tmp_path, {1: "nan"})
     cells, split = ablate.collect(tmp_path, runs, "val")

@@ -122,3 +122,26 @@ def test_fully_supervised_run_has_no_loop(l2l_cache, tmp_path):
     assert res["pseudo_labels"]["steps"] == 0 and res["config"]["resolved"]["mode"] == "supervised"
     # the same optimiser steps as the semi-supervised run: warm-up + 32 / 8 updates x 1 step
     assert torch.load(out / "segmenter.pt", weights_only=True)["step"] == 4 + 4
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_remaining_steps_and_refuses_another_seed(reference, l2l_cache, tmp_path,
+                                                                      monkeypatch, capsys):
+    import segmenter
+    from l2l_env.env import PseudoLabelEnv
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, **{KILL_ENV: "20", "OMP_WAIT_POLICY": "PASSIVE"})
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", *tiny_args(l2l_cache, out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert run_main(tiny_args(l2l_cache, out, "--resume", "--seed", "1")) == 2
+    assert "another config (differs in ['seed'])" in capsys.readouterr().err
+    steps, fits = [], []
+    real_step, real_fit = PseudoLabelEnv.step, segmenter.fit
+    monkeypatch.setattr(PseudoLabelEnv, "step", lambda self, a: steps.append(1) or real_step(self, a))
+    monkeypatch.setattr(segmenter, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    assert run_main(tiny_args(l2l_cache, out, "--resume")) == 0
+    assert len(steps) == 32 - 16 and fits == []  # the second chunk only; no warm-up again
+    got = json.loads((out / "results.json").read_text())
+    assert got["metrics"] == json.loads((reference / "results.json").read_text())["metrics"]

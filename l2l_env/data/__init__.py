@@ -42,6 +42,26 @@ SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 
+def dataset_options(dataset: str) -> tuple[str, ...]:
+    """The ``data_options`` keys the loader of ``dataset`` takes."""
+    if dataset == "synthref":
+        from dataclasses import fields
+
+        from l2l_env.data.synthref import SynthRefConfig
+        return tuple(f.name for f in fields(SynthRefConfig)) + ("regenerate", "progress")
+    from l2l_env.data.refcoco import OPTIONS
+    return OPTIONS
+
+
+def check_options(dataset: str, options: dict) -> None:
+    """Raise ``ValueError`` naming the ``data_options`` keys that ``dataset``'s loader does not take."""
+    known = dataset_options(dataset)
+    bad = sorted(set(options) - set(known))
+    if bad:
+        raise ValueError(f"data_options {bad} are not options of the {dataset} loader (it takes "
+                         f"{list(known)}); remove them (data_options={{}} clears the table)")
+
+
 def load_table(dataset: str, split: str, data_root: str | os.PathLike | None = None,
                **options) -> RefTable:
     """The :class:`RefTable` of one split of ``dataset``."""
@@ -70,5 +90,5 @@ def load_split(dataset: str, split: str, data_root: str | os.PathLike | None = N
 
 __all__ = [
     "Box", "DATASETS", "LabelSplit", "ObjectInfo", "RefRecord", "RefSplit", "RefTable",
-    "ReferringSample", "SPLITS", "label_split", "load_split", "load_table", "split_filename",
+    "ReferringSample", "SPLITS", "check_options", "dataset_options", "label_split", "load_split", "load_table", "split_filename",
 ]

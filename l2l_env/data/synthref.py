@@ -15,9 +15,12 @@ Generation is seeded per scene (``(seed, split, scene index)``) and cached on di
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
+from segmenter.files import sweep_temporaries
 from l2l_env.data.synthref_grammar import KINDS, LogicalForm, SceneObject, candidate_forms, realise
 from l2l_env.data.synthref_scene import Scene, sample_scene
 from l2l_env.data.types import ObjectInfo, RefRecord, RefTable
@@ -331,46 +335,70 @@ def split_paths(config: SynthRefConfig, split: str,
 
 
 def save_split(data: SynthRefData, npz_path: Path, json_path: Path) -> None:
-    """Write a split atomically; the JSON (written last) marks the cache entry complete."""
+    """Write a split atomically; the JSON (written last, with the SHA-256 of the arrays) marks the
+    cache entry complete."""
     buf = io.BytesIO()
     np.savez(buf, **{name: getattr(data, name) for name in ARRAY_FIELDS})
-    atomic_write_bytes(npz_path, buf.getvalue())
+    blob = buf.getvalue()
+    atomic_write_bytes(npz_path, blob)
     meta = {
         "generator_version": GENERATOR_VERSION, "split": data.split, "config": asdict(data.config),
+        "npz_sha256": hashlib.sha256(blob).hexdigest(),
         "objects": [[o.to_dict() for o in objs] for objs in data.objects],
         "texts": list(data.texts), "forms": [f.to_dict() for f in data.forms],
     }
     atomic_write_bytes(json_path, json.dumps(meta, separators=(",", ":")).encode())
 
 
+class CorruptCache(ValueError):
+    """A cache entry that cannot be read as what it claims to be (names the file)."""
+
+
 def read_split(config: SynthRefConfig, split: str, npz_path: Path, json_path: Path,
                ) -> SynthRefData:
-    """Read a split written by :func:`save_split`."""
+    """Read a split written by :func:`save_split`, verifying the arrays against the checksum in
+    the JSON; raises :class:`CorruptCache` naming the file at fault."""
+    at = json_path
     try:
         meta = json.loads(json_path.read_text())
-        with np.load(npz_path) as npz:
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+        at = npz_path
+        blob = npz_path.read_bytes()
+        digest = meta.get("npz_sha256")
+        if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
+            raise ValueError("the arrays do not match the checksum in "
+                             f"{json_path.name} (truncated or overwritten)")
+        with np.load(io.BytesIO(blob)) as npz:
             arrays = {name: npz[name] for name in ARRAY_FIELDS}
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"SynthRef cache {json_path.parent} for split {split!r} is unreadable "
-                         f"({err}); delete it or pass regenerate=True") from None
-    return _freeze(SynthRefData(
-        split=split, config=config, **arrays,
-        objects=tuple(tuple(SceneObject.from_dict(o) for o in objs) for objs in meta["objects"]),
-        texts=tuple(meta["texts"]), forms=tuple(LogicalForm.from_dict(f) for f in meta["forms"])))
+        at = json_path
+        return _freeze(SynthRefData(
+            split=split, config=config, **arrays,
+            objects=tuple(tuple(SceneObject.from_dict(o) for o in objs) for objs in meta["objects"]),
+            texts=tuple(meta["texts"]), forms=tuple(LogicalForm.from_dict(f) for f in meta["forms"])))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile) as err:
+        raise CorruptCache(f"SynthRef cache file {at} (split {split!r}) is corrupt "
+                           f"({type(err).__name__}: {err})") from None
 
 
 def load_arrays(split: str, data_root: str | os.PathLike | None = None, *,
                 config: SynthRefConfig | None = None, regenerate: bool = False,
                 progress: bool | None = None, **options: Any) -> SynthRefData:
-    """One split as arrays, generated on first use and read from the cache afterwards.
+    """One split as arrays, generated on first use and read from the cache afterwards; a corrupt
+    cache entry is reported (with its path) and generated again.
 
     ``data_root`` is the cache root (``None``: :func:`l2l_env.data.cache.cache_dir`).
     ``options`` replace fields of ``config`` (e.g. ``num_train=200, image_size=64, seed=1``).
     """
     cfg = make_config(config, **options)
     npz_path, json_path = split_paths(cfg, split, data_root)
+    sweep_temporaries(npz_path.parent)
     if not regenerate and npz_path.exists() and json_path.exists():
-        return read_split(cfg, split, npz_path, json_path)
+        try:
+            return read_split(cfg, split, npz_path, json_path)
+        except CorruptCache as err:
+            warnings.warn(f"{err}; generating it again", stacklevel=2)
     data = generate_split(cfg, split, progress=progress)
     save_split(data, npz_path, json_path)
     return data

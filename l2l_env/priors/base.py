@@ -66,9 +66,17 @@ class Grounding:
             if not isinstance(box, (list, tuple)) or len(box) != 4:
                 raise ValueError(f"grounding 'box' must be null or [x, y, w, h], got {box!r}")
             box = tuple(float(v) for v in box)
+            if not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0:
+                raise ValueError(f"grounding 'box' must be finite [x, y, w, h] with w, h >= 0, "
+                                 f"got {list(box)}")
         points = tuple((float(p[0]), float(p[1])) for p in d.get("points", ()))
+        if not all(math.isfinite(v) for pt in points for v in pt):
+            raise ValueError(f"grounding 'points' must be finite, got {d.get('points')!r}")
+        score = float(d.get("score", 1.0))
+        if not math.isfinite(score):
+            raise ValueError(f"grounding 'score' must be finite, got {score}")
         size = d.get("image_size")
-        return cls(box=box, points=points, score=float(d.get("score", 1.0)),
+        return cls(box=box, points=points, score=score,
                    parsed=bool(d.get("parsed", True)), raw=str(d.get("raw", "")),
                    image_size=None if size is None else (int(size[0]), int(size[1])))
 

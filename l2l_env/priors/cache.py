@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from l2l_env.data.cache import atomic_write_bytes
+from segmenter.files import sweep_temporaries
 from l2l_env.data.types import RefSplit, ReferringSample
 from l2l_env.priors.base import Grounding, PriorProvider
 
@@ -145,6 +146,9 @@ def _parse_lines(path: Path, data: bytes) -> tuple[PriorEntries, int]:
             raise CacheError(f"prior cache {path}, line {number}: corrupt entry ({err}); expected "
                              "a JSON object with 'id' and 'box' (delete the file to recompute)"
                              ) from None
+    if entries.groundings and entries.header is None:
+        raise CacheError(f"prior cache {path} has no header line ({{\"format\": \"{FORMAT}\", ...}}): "
+                         "not a file written by l2l-priors (delete it to recompute)")
     return entries, end
 
 
@@ -313,6 +317,7 @@ def compute_priors(provider: PriorProvider,
     """
     source = samples if isinstance(samples, SampleSource) else source_of(samples)
     path = shard_path(out, shard)
+    sweep_temporaries(path.parent)
     want_header = {"format": FORMAT, "provider": provider.config(), **(header or {})}
     positions = shard_indices(len(source), shard)
     with _locked(path):
