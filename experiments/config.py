@@ -523,6 +523,11 @@ def missing_paths(cfg: RunConfig, provider: str, prior_opts: dict[str, Any], seg
         problems.append(f"MLLM model folder {prior_opts['model']!r} does not exist")
     if seg_cfg.text_encoder != "minilm" and not Path(seg_cfg.text_encoder).is_dir():
         problems.append(f"segmenter.text_encoder {seg_cfg.text_encoder!r} is not a local model folder")
+    if seg_cfg.backbone.startswith("hf:"):
+        folder = Path(seg_cfg.backbone.split(":", 1)[1])
+        if not (folder / "config.json").is_file():
+            problems.append(f"segmenter.backbone {seg_cfg.backbone!r}: {folder / 'config.json'} does "
+                            "not exist (a transformers checkpoint folder)")
     if seg_cfg.backbone_weights and not Path(seg_cfg.backbone_weights).is_file():
         problems.append(f"segmenter.backbone_weights {seg_cfg.backbone_weights!r} does not exist")
     if cfg.split_dir and Path(cfg.split_dir).exists() and not Path(cfg.split_dir).is_dir():

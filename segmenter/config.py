@@ -11,8 +11,10 @@ from typing import Any
 class SegmenterConfig:
     """Every setting of :class:`segmenter.Segmenter`, with defaults that train on SynthRef on a CPU.
 
-    Network: ``backbone`` is ``"cnn"`` (a compact CNN, trained from scratch) or ``"timm:<name>"``
-    (needs the ``timm`` extra; ``backbone_weights`` is a local state-dict path). ``widths`` and
+    Network: ``backbone`` is ``"cnn"`` (a compact CNN, trained from scratch), ``"hf:<folder>"``
+    (a pretrained ``transformers`` backbone from a local checkpoint folder: Swin, ConvNeXt,
+    ResNet ...; the RefCOCO configs use Swin-B this way) or ``"timm:<name>"`` (the optional
+    ``timm`` extra; ``backbone_weights`` is a local state-dict path). ``widths`` and
     ``depths`` are the four encoder stages (strides 4, 8, 16, 32); the top-down decoder reaches
     stride 4 and refines to ``refine_stride`` (2 or 1; 4 = none) with the stem's detail features
     (``full_width`` channels at full resolution); ``channels_last`` is a faster

@@ -104,7 +104,7 @@ def test_every_shipped_config_dry_runs(name, capsys):
         dataset = name.split("_")[0]
         assert resolved["dataset"] == dataset
         assert resolved["segmenter"]["image_size"] == 480
-        assert resolved["segmenter"]["backbone"].startswith("timm:swin_base")
+        assert resolved["segmenter"]["backbone"] == "hf:models/swin-base-patch4-window12-384"
         assert resolved["segmenter"]["text_encoder"].endswith("bert-base-uncased")
         assert resolved["resolved"]["prior_provider"] == "cache"
         if "pct" in name:
