@@ -36,6 +36,14 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_text": {"use_text": False},
     "no_guidance": {"use_guidance": False},
 }
+"""SegmenterConfig changes of each comparison run."""
+TRAINING: dict[str, dict[str, Any]] = {
+    "distractors": {"prior_swap": 0.3},
+    "distractors_50": {"prior_swap": 0.5},
+}
+"""Training variants of the full model: ``prior_swap`` is the share of training samples whose prior
+is replaced by a soft box on another object of the same image (a simulated MLLM grounding error),
+so that the network learns when not to trust a prior."""
 
 
 @dataclass
@@ -216,14 +224,18 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     budget_s = 60.0 * job["minutes"]
     total_steps = max(100, int(0.97 * budget_s / step_s))
     seg = Segmenter(cfg.replace(total_steps=total_steps), text_encoder=enc)
+    swap = float(job.get("prior_swap", 0.0))
+    alt = (other_object_priors("train", cfg.image_size, job["prior_seed"], job["num_train"])
+           if swap > 0 else None)
     result = fit(seg, train.images, train.priors, train.phrases, train.masks.astype(np.float32),
                  steps=total_steps, minutes=job["minutes"], batch_size=job["batch_size"],
-                 seed=cfg.seed, progress=job["progress"], log_every=100, desc=job["name"])
+                 seed=cfg.seed, progress=job["progress"], log_every=100, desc=job["name"],
+                 alt_priors=alt, prior_swap=swap)
     metrics = {"student": evaluate(seg, data, teacher=False),
                "teacher": evaluate(seg, data, teacher=True)}
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "name": job["name"], "minutes_budget": job["minutes"],
+        "name": job["name"], "minutes_budget": job["minutes"], "prior_swap": swap,
         "config": seg.config.to_dict(), "parameters": seg.num_parameters(),
         "train_samples": len(train.phrases),
         "train_prior_accuracy": round(float(train.prior_right.mean()), 4),
@@ -330,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-minutes", type=float, default=3.0,
                         help="training budget of each run in the ablation comparison (0: skip)")
     parser.add_argument("--compare", default="full,no_prior,no_text,no_guidance",
-                        help=f"comma-separated runs of the comparison, from {list(ABLATIONS)}")
+                        help="comma-separated runs of the comparison, from "
+                             f"{list(ABLATIONS) + list(TRAINING)}")
+    parser.add_argument("--main", default="full", help="the training variant of the main run "
+                        f"(full or one of {list(TRAINING)})")
     parser.add_argument("--out", default="benchmarks/segmenter_results.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -356,12 +371,14 @@ def main(argv: list[str] | None = None) -> int:
 
     base = SegmenterConfig(**overrides).to_dict()
     names = [n for n in args.compare.split(",") if n]
-    unknown = [n for n in names if n not in ABLATIONS]
+    unknown = [n for n in names if n not in ABLATIONS and n not in TRAINING]
     if unknown:
-        parser.error(f"unknown comparison run(s) {unknown}; expected some of {list(ABLATIONS)}")
+        parser.error(f"unknown comparison run(s) {unknown}; expected some of "
+                     f"{list(ABLATIONS) + list(TRAINING)}")
 
     def job(name: str, minutes: float) -> dict[str, Any]:
-        return {"name": name, "minutes": minutes, "config": {**base, **ABLATIONS[name]},
+        return {"name": name, "minutes": minutes, "config": {**base, **ABLATIONS.get(name, {})},
+                **TRAINING.get(name, {}),
                 "threads": args.threads, "batch_size": args.batch_size, "preset": args.preset,
                 "prior_seed": args.prior_seed, "num_train": args.num_train,
                 "progress": not args.no_progress}
@@ -377,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.minutes > 0:
         print(f"[bench] full model, {args.minutes} min", flush=True)
-        results["main"] = _spawn(job("full", args.minutes), workdir)
+        results["main"] = _spawn(job(args.main, args.minutes), workdir)
         results["prior_source"] = results["main"]["prior_source"]
     results["comparison"] = []
     if args.compare_minutes > 0:
