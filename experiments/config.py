@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l2l_env.config import DataSettings
 from segmenter.typed import describe_type, fits
 
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -42,7 +43,7 @@ ENV_KEYS_SET_BY_RUN = {
 
 
 @dataclass
-class RunConfig:
+class RunConfig(DataSettings):
     """Everything one ``l2l-run`` does; the defaults are the built-in default run (SynthRef, 5%
     labels, the ``l2l`` agent), budgeted to finish in about 15 minutes on a 2-core CPU.
 
@@ -81,12 +82,6 @@ class RunConfig:
     ``progress`` (progress bars).
     """
 
-    dataset: str = "synthref"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    label_ratio: float = 0.05
-    split_seed: int = 0
-    split_dir: str | None = None
     agent: str = "l2l"
     agent_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "simulated/qwen2.5-vl-7b"

@@ -228,7 +228,8 @@ class Runner:
             import l2l_env
             from l2l_env.loop_data import load_loop_data
 
-            data = load_loop_data(env_cfg, size, table=table, priors=priors)
+            data = load_loop_data(env_cfg, size, table=table, priors=priors,
+                                  distractors=self.segmenter.config.prior_swap > 0)
             data, self.data_info["shard"] = D.shard_data(data, self.ctx)
             env = gym.make(l2l_env.ENV_ID, config=env_cfg, segmenter=self.segmenter, data=data)
             u = env.unwrapped
@@ -242,7 +243,9 @@ class Runner:
         else:
             from l2l_env.bank import build_bank
 
-            self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal)
+            swap = self.segmenter.config.prior_swap > 0
+            self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
+                                   distractor_seed=env_cfg.split_seed if swap else None)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
         self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)
@@ -313,6 +316,7 @@ class Runner:
             while done < total:
                 n = min(piece, total - done)
                 res = fit(seg, bank.images, bank.priors, bank.phrases, targets, steps=n,
+                          alt_priors=bank.distractors,
                           batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=10,
                           progress=False, desc="warm-up", eval_fn=tick, eval_every=1)
                 done += res.steps

@@ -43,6 +43,9 @@ class SampleBank:
     no_prior: np.ndarray  # (N,) bool
     ref_rows: list[list[int]]  # rows of each referred object's sentences
     masks: np.ndarray | None = None  # (N, S, S) bool, only when built with masks
+    distractors: np.ndarray | None = None
+    """(N, S, S) float32: a soft box on another object of the same image (a simulated grounding
+    error, for training the segmenter to distrust a wrong prior), when built with distractors."""
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -67,7 +70,8 @@ class SampleBank:
         return SampleBank([self.sample_ids[i] for i in order], [self.phrases[i] for i in order],
                           self.images[idx], self.priors[idx], self.prior_grid[idx],
                           self.no_prior[idx], ref_rows,
-                          None if self.masks is None else self.masks[idx])
+                          None if self.masks is None else self.masks[idx],
+                          None if self.distractors is None else self.distractors[idx])
 
 
 def concat_banks(first: SampleBank, second: SampleBank) -> SampleBank:
@@ -84,22 +88,38 @@ def concat_banks(first: SampleBank, second: SampleBank) -> SampleBank:
 
 
 def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
-               proposal: str = "box", with_masks: bool = True) -> SampleBank:
+               proposal: str = "box", with_masks: bool = True,
+               distractor_seed: int | None = None) -> SampleBank:
     """Prepare every sentence of ``table``: images, proposals from ``priors`` (a PriorTable), masks.
 
-    Images are loaded once per image id; masks are decoded only when ``with_masks`` is true.
+    Images are loaded once per image id; masks are decoded only when ``with_masks`` is true. With
+    a ``distractor_seed``, each sentence also gets a distractor prior (see
+    :attr:`SampleBank.distractors`): the box of a random other object of its image, jittered by 5%
+    of its size, drawn with that seed (a flat no-prior map when the image has no other object).
     """
     split = RefSplit(table, "per_sentence")
     sample_ids, phrases, image_rows, ref_rows, mask_list = [], [], [], [], []
     image_cache: dict[int, int] = {}
     images: list[np.ndarray] = []
+    image_sizes: list[tuple[int, int]] = []
     row_of_ref: dict[int, list[int]] = {}
+    rng = np.random.default_rng([distractor_seed or 0, 11])
+    distractor_boxes: list[np.ndarray] = []
     for i in range(len(split)):
         ref, pos = split.record(i)
         sent_id, text = ref.sentences[pos]
         if ref.image_id not in image_cache:
             image_cache[ref.image_id] = len(images)
-            images.append(resize_images(table.load_image(ref.image_id)[None], image_size)[0])
+            image = table.load_image(ref.image_id)
+            image_sizes.append(image.shape[:2])
+            images.append(resize_images(image[None], image_size)[0])
+        if distractor_seed is not None:
+            others = [o.box for k, o in enumerate(ref.objects) if k != ref.referent]
+            box = np.full(4, np.nan)
+            if others:
+                box = np.asarray(others[int(rng.integers(len(others)))], float)
+                box = box + rng.normal(0.0, 0.05, 4) * box[[2, 3, 2, 3]]
+            distractor_boxes.append(box)
         row = len(sample_ids)
         sample_ids.append(f"{ref.ref_id}:{sent_id}")
         phrases.append(text)
@@ -115,11 +135,19 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
     image_array = np.stack(images)[np.array(image_rows)]
     prior_maps = priors.proposals(sample_ids, image_size, image_size, kind=proposal)
     prior_maps = np.clip(np.asarray(prior_maps, dtype=np.float32), 0.0, 1.0)
+    distractors = None
+    if distractor_seed is not None:
+        from l2l_env.priors import proposal_maps
+
+        sizes = np.asarray(image_sizes, float)[np.array(image_rows)]
+        distractors = np.clip(proposal_maps(np.stack(distractor_boxes), image_size, image_size, "box",
+                                            image_sizes=sizes), 0.0, 1.0).astype(np.float32)
     return SampleBank(
         sample_ids=sample_ids, phrases=phrases, images=image_array, priors=prior_maps,
         prior_grid=pool_to_grid(prior_maps, grid_size),
         no_prior=np.asarray(priors.no_prior(sample_ids), dtype=bool),
-        ref_rows=ref_rows, masks=np.stack(mask_list) if with_masks else None)
+        ref_rows=ref_rows, masks=np.stack(mask_list) if with_masks else None,
+        distractors=distractors)
 
 
 class GroundTruthVault:

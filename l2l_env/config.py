@@ -13,7 +13,21 @@ ACTION_FORMS = ("construct", "select")
 
 
 @dataclass
-class EnvConfig:
+class DataSettings:
+    """Which data a run or an env works on: the data set, its root and loader options, and the
+    labeled/unlabeled split of its train images (shared by :class:`EnvConfig` and the run config,
+    so each default has one source)."""
+
+    dataset: str = "synthref"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    label_ratio: float = 0.05
+    split_seed: int = 0
+    split_dir: str | None = None
+
+
+@dataclass
+class EnvConfig(DataSettings):
     """Every setting of :class:`l2l_env.env.PseudoLabelEnv`, with its default.
 
     Data and priors
@@ -52,12 +66,6 @@ class EnvConfig:
         agents; needs ``diagnostics``). device, seed.
     """
 
-    dataset: str = "synthref"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    label_ratio: float = 0.05
-    split_seed: int = 0
-    split_dir: str | None = None
     prior_provider: str = "simulated"
     prior_options: dict[str, Any] = field(default_factory=lambda: {"preset": "qwen2.5-vl-7b"})
     proposal: str = "box"

@@ -40,13 +40,14 @@ def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int) -> None:
 
     fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks.astype(np.float32),
         steps=steps, batch_size=max(1, min(32, len(labeled))), seed=seed, progress=False,
-        desc="warm-up")
+        desc="warm-up", alt_priors=labeled.distractors)
 
 
 def prepare_parts(config: Any, segmenter: Any) -> LoopData:
     """The banks of an env config for ``segmenter``; then the checkpoint is loaded into it and the
     burn-in run when the config asks for them."""
-    data = load_loop_data(config, int(segmenter.config.image_size))
+    data = load_loop_data(config, int(segmenter.config.image_size),
+                          distractors=segmenter.config.prior_swap > 0)
     if config.checkpoint:
         load_weights(segmenter, config.checkpoint)
     if config.warmup_steps:

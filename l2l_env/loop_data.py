@@ -64,11 +64,13 @@ def load_train_priors(config: Any, table: Any):
                        config.prior_provider, cache_dir=config.cache_dir, **config.prior_options)
 
 
-def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: Any = None) -> LoopData:
+def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: Any = None,
+                   distractors: bool = False) -> LoopData:
     """Banks of the train split for an env config (:class:`l2l_env.config.EnvConfig`) at the
     segmenter's input size; ``table``/``priors``: the train split's, when already loaded. Raises
     ``ValueError`` when the label split leaves no unlabeled images or calibration steps find no
-    held-out labeled sample."""
+    held-out labeled sample. With ``distractors`` the labeled bank carries distractor priors
+    (:attr:`~l2l_env.bank.SampleBank.distractors`, for the segmenter's ``prior_swap``)."""
     cfg = config
     table = load_table_of(cfg, "train") if table is None else table
     priors = load_train_priors(cfg, table) if priors is None else priors
@@ -77,7 +79,8 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
     if not split.unlabeled:
         raise ValueError(f"label_ratio={cfg.label_ratio} leaves no unlabeled train images")
     S, G = image_size, cfg.grid_size
-    labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal)
+    labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal,
+                         distractor_seed=cfg.split_seed if distractors else None)
     # Hold a few labeled objects out of training: the probe of the utility and heldout rewards.
     order = np.random.default_rng(cfg.split_seed).permutation(labeled.num_refs)
     n_probe = min(cfg.probe_size, labeled.num_refs // 4)

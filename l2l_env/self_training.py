@@ -79,7 +79,7 @@ class SelfTrainer:
             if len(rows) + len(idx) == 0:
                 break
             images = np.concatenate([bank.images[rows], lab.images[idx]])
-            priors = np.concatenate([bank.priors[rows], lab.priors[idx]])
+            priors = np.concatenate([bank.priors[rows], self.labeled_priors(idx)])
             phrases = [bank.phrases[r] for r in rows] + [lab.phrases[i] for i in idx]
             tgt = np.concatenate([targets, lab.masks[idx].astype(np.float32)])
             wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
@@ -91,6 +91,16 @@ class SelfTrainer:
                 "probe_mIoU": self.probe_miou,
                 "probe_delta": self.probe_miou - before,
                 "segmenter_step": int(self.segmenter.step)}
+
+    def labeled_priors(self, idx: np.ndarray) -> np.ndarray:
+        """The priors of labeled rows ``idx`` for a training step: with the segmenter's
+        ``prior_swap`` > 0 and a labeled bank built with distractors, each is replaced by its
+        distractor with that probability (seeded by the segmenter's step: exact on resume)."""
+        lab, swap = self.labeled, float(self.segmenter.config.prior_swap)
+        if swap <= 0 or lab.distractors is None or len(idx) == 0:
+            return lab.priors[idx]
+        draw = np.random.default_rng([int(self.segmenter.step), 3]).random(len(idx)) < swap
+        return np.where(draw[:, None, None], lab.distractors[idx], lab.priors[idx])
 
     def state_dict(self) -> dict[str, Any]:
         """The pending labels and the last probe score (copies)."""

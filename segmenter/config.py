@@ -30,7 +30,10 @@ class SegmenterConfig:
     ``min_lr_ratio * lr``, so training past ``total_steps`` still learns when that is > 0),
     gradient clipping (``grad_clip``, 0 = off), an EMA teacher
     (``ema_momentum``), BCE + Dice (``bce_weight``, ``dice_weight``), mixed precision on CUDA only
-    (``amp``, ``amp_dtype``). ``prior_dropout`` is the chance that a training sample sees no prior,
+    (``amp``, ``amp_dtype``). ``prior_swap`` is the chance that a labeled training sample sees a
+    distractor prior instead of its own (a soft box on another object of its image: a simulated
+    MLLM grounding error, so the network learns when not to trust a prior; the training data must
+    provide distractors, e.g. ``SampleBank.distractors``). ``prior_dropout`` is the chance that a training sample sees no prior,
     so the network learns to segment from the text when the prior is missing or wrong; a dropped
     (or absent) prior is the flat map ``no_prior_value`` (0.5, as ``l2l_env.priors`` renders "no
     answer").
@@ -63,6 +66,7 @@ class SegmenterConfig:
     use_text: bool = True
     use_guidance: bool = True
     prior_dropout: float = 0.2
+    prior_swap: float = 0.0
     no_prior_value: float = 0.5
     # optimisation
     lr: float = 2e-3
@@ -99,6 +103,8 @@ class SegmenterConfig:
         if not (self.backbone == "cnn" or self.backbone.startswith(("hf:", "timm:"))):
             raise ValueError(f"SegmenterConfig.backbone must be 'cnn', 'hf:<checkpoint folder>' or "
                              f"'timm:<model name>', got {self.backbone!r}")
+        if not 0.0 <= self.prior_swap <= 1.0:
+            raise ValueError(f"SegmenterConfig.prior_swap must be in [0, 1], got {self.prior_swap}")
         if not 0.0 <= self.prior_dropout <= 1.0:
             raise ValueError(f"SegmenterConfig.prior_dropout must be in [0, 1], "
                              f"got {self.prior_dropout}")

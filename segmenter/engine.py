@@ -254,6 +254,24 @@ class Segmenter:
                 out[sl] = probs.cpu().numpy()
         return out
 
+    def prior_trust(self, images: np.ndarray, priors: np.ndarray | None, phrases: Sequence[str], *,
+                    teacher: bool = False) -> np.ndarray:
+        """(B, 4) float32: per sample, the learned trust in its prior (0..1) at each guided stage,
+        how much the network lets the prior through after comparing what the prior points at with
+        the phrase. Needs ``use_guidance`` and ``use_prior``."""
+        cfg = self.config
+        if not (cfg.use_guidance and cfg.use_prior):
+            raise ValueError("prior_trust needs use_guidance=True and use_prior=True")
+        model = self.teacher if teacher else self.model
+        model.eval()
+        phrases = list(phrases)
+        img, pri = self._inputs(np.asarray(images), priors, len(phrases))
+        tokens, mask = self.text_features(phrases) if cfg.use_text else (None, None)
+        trust: list[torch.Tensor] = []
+        with torch.inference_mode(), self._autocast():
+            model(img, pri, tokens, mask, trust_out=trust)
+        return torch.stack(trust, 1).float().cpu().numpy()
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: config, weights, EMA teacher, optimiser,

@@ -56,9 +56,11 @@ class GuidanceBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor, words: torch.Tensor | None, mask: torch.Tensor | None,
-                prior: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
+                prior: torch.Tensor | None, coords: torch.Tensor,
+                trust_out: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``x`` (B, C, h, w), ``words`` (B, T, text_dim), ``mask`` (B, T),
-        ``prior`` (B, 1, h, w), ``coords`` (1, 2, h, w)."""
+        ``prior`` (B, 1, h, w), ``coords`` (1, 2, h, w); the learned prior trust (B,) is appended
+        to ``trust_out`` when one is given."""
         b, c, h, w = x.shape
         parts = [x]
         sentence = None
@@ -82,6 +84,8 @@ class GuidanceBlock(nn.Module):
             feats = pooled if sentence is None else \
                 torch.cat([pooled, sentence, pooled * sentence], 1)
             trust = torch.sigmoid(self.trust(feats)).view(b, 1, 1, 1)
+            if trust_out is not None:
+                trust_out.append(trust.view(b))
             parts.append(self.prior_embed(torch.cat([prior, prior * trust], 1)))
         return self.act(x + self.fuse(torch.cat(parts, 1)))
 

@@ -103,8 +103,10 @@ class GuidedSegNet(nn.Module):
                                       cfg.refine_stride)
 
     def forward(self, images: torch.Tensor, priors: torch.Tensor, tokens: torch.Tensor | None,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        """``images`` (B, 3, H, W) in [0, 1]; ``priors`` (B, 1, H, W); ``tokens`` (B, T, D)."""
+                mask: torch.Tensor | None, trust_out: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """``images`` (B, 3, H, W) in [0, 1]; ``priors`` (B, 1, H, W); ``tokens`` (B, T, D).
+        ``trust_out`` collects each guided stage's learned prior trust (B,)."""
         b, _, h, w = images.shape
         x = (images - self.pixel_mean) / self.pixel_std
         coords = coordinate_grid(h, w, x.device, x.dtype)
@@ -121,21 +123,22 @@ class GuidedSegNet(nn.Module):
         feats = []
         if hasattr(self.encoder, "stages"):  # guidance between the stages
             for i, stage in enumerate(self.encoder.stages):
-                x = self.guide(i, stage(x), words, mask, priors, coords)
+                x = self.guide(i, stage(x), words, mask, priors, coords, trust_out)
                 feats.append(x)
         else:  # a pretrained backbone runs whole; each stage's output is guided
-            feats = [self.guide(i, f, words, mask, priors, coords)
+            feats = [self.guide(i, f, words, mask, priors, coords, trust_out)
                      for i, f in enumerate(self.encoder.features(x))]
         return self.decoder(feats, details, (h, w))
 
     def guide(self, i: int, x: torch.Tensor, words: torch.Tensor | None, mask: torch.Tensor | None,
-              priors: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+              priors: torch.Tensor, coords: torch.Tensor,
+              trust_out: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Stage ``i``'s features conditioned on the prior, the phrase and the coordinates."""
         if self.use_guidance:
             size = x.shape[-2:]
             prior_i = F.adaptive_avg_pool2d(priors, size) if self.use_prior else None
             coords_i = F.adaptive_avg_pool2d(coords, size)
-            return self.guides[i](x, words, mask, prior_i, coords_i)
+            return self.guides[i](x, words, mask, prior_i, coords_i, trust_out)
         if self.use_text:
             return self.films[i](x, words, mask)
         return x

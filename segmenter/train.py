@@ -51,7 +51,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         seed: int = 0, eval_fn: Callable[[Segmenter], dict[str, float]] | None = None,
         eval_every: int = 0, log_every: int = 50, progress: bool = True,
         desc: str = "train", alt_priors: np.ndarray | None = None,
-        prior_swap: float = 0.0) -> FitResult:
+        prior_swap: float | None = None) -> FitResult:
     """Train ``segmenter`` on arrays for ``steps`` optimiser steps and/or ``minutes`` of wall time
     (whichever ends first; at least one must be given).
 
@@ -63,6 +63,8 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     that replace a sample's prior with probability ``prior_swap``: simulated grounding errors, so
     the network sees enough of them to learn when not to trust a prior.
     """
+    if prior_swap is None:  # the segmenter's own setting, where distractors are given
+        prior_swap = segmenter.config.prior_swap if alt_priors is not None else 0.0
     if prior_swap > 0 and (alt_priors is None or priors is None):
         raise ValueError("prior_swap > 0 needs priors and alt_priors")
     if not 0.0 <= prior_swap <= 1.0:

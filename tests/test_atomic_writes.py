@@ -104,17 +104,6 @@ def test_atomic_write_bytes_keeps_the_previous_file(tmp_path, monkeypatch, how):
     assert json.loads(path.read_text()) == {"run": 1}
     atomic_write_bytes(path, new)  # and the next write goes through
     assert json.loads(path.read_bytes()) == json.loads(new)
-
-
-@pytest.mark.parametrize("how", ["write", "replace"])
-def test_atomic_write_bytes_leaves_no_temporary_file(tmp_path, monkeypatch, how):
-    path = tmp_path / "results.json"
-    atomic_write_bytes(path, b"{}")
-    new = b'{"pad": "' + b"x" * 10_000 + b'"}'
-    with monkeypatch.context() as m:
-        _fail_atomic_write_bytes(m, how, new, tmp_path)
-        with pytest.raises(OSError):
-            atomic_write_bytes(path, new)
     assert _leftovers(tmp_path) == []
 
 
@@ -143,16 +132,6 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_loadable(tmp_path
             save_checkpoint(path, _state(32))
     ckpt = load_checkpoint(path)
     assert ckpt["loop_done"] == 16 and torch.equal(ckpt["weights"], _state(16)["weights"])
-
-
-@pytest.mark.parametrize("how", ["write", "replace"])
-def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch, how):
-    path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, _state(16))
-    with monkeypatch.context() as m:
-        _fail_torch_write(m, how)
-        with pytest.raises(OSError):
-            save_checkpoint(path, _state(32))
     assert _leftovers(tmp_path) == []
 
 
@@ -193,13 +172,6 @@ def test_failed_agent_save_keeps_the_previous_agent_folder(tmp_path):
     with pytest.raises(OSError, match="No space"):
         save_agent_dir(_Agent("new", fail=True), final)
     assert _agent_files(final) == before and json.loads(before["agent.json"]) == {"tag": "old"}
-
-
-def test_failed_agent_save_leaves_no_temporary_folder(tmp_path):
-    final = tmp_path / "agent"
-    save_agent_dir(_Agent("old"), final)
-    with pytest.raises(OSError):
-        save_agent_dir(_Agent("new", fail=True), final)
     assert _leftovers(tmp_path) == []
 
 
@@ -231,13 +203,4 @@ def test_failed_segmenter_save_keeps_the_previous_checkpoint_loadable(segmenter,
     for k, v in loaded.model.state_dict().items():
         assert torch.equal(v, saved[k]), k
 
-
-@pytest.mark.parametrize("how", ["write", "replace"])
-def test_failed_segmenter_save_leaves_no_temporary_file(segmenter, tmp_path, monkeypatch, how):
-    path = tmp_path / "seg.pt"
-    segmenter.save(path)
-    with monkeypatch.context() as m:
-        _fail_torch_write(m, how)
-        with pytest.raises(OSError):
-            segmenter.save(path)
     assert _leftovers(tmp_path) == []

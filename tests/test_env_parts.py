@@ -143,3 +143,24 @@ def test_every_observation_and_info_key_is_in_the_schema(l2l_cache):
     blind.reset(seed=0)
     _, _, _, _, info = blind.step(np.zeros(blind.action_space.shape, np.int64))
     assert not set(schema.DIAGNOSTIC_KEYS) & set(info)
+
+
+def test_distractor_priors_point_at_another_object_and_training_sees_them(l2l_cache):
+    cfg = make_config(**tiny_env_kwargs(l2l_cache, segmenter={**tiny_env_kwargs(l2l_cache)["segmenter"],
+                                                              "prior_swap": 1.0}))
+    seg = build_segmenter(cfg)
+    data = load_loop_data(cfg, int(seg.config.image_size), distractors=True)
+    lab = data.labeled
+    assert lab.distractors is not None and lab.distractors.shape == lab.priors.shape
+    assert data.unlabeled.distractors is None  # only labeled samples train with them
+    inside = (lab.distractors * lab.masks).sum((1, 2)) / lab.distractors.sum((1, 2))
+    own = (lab.priors * lab.masks).sum((1, 2)) / lab.priors.sum((1, 2))
+    assert np.median(inside) < 0.3 < np.median(own)  # mostly off the referent, unlike its prior
+    seen = []
+    real = seg.train_step
+    seg.train_step = lambda images, priors, *rest: seen.append(priors.copy()) or real(images, priors, *rest)
+    trainer = SelfTrainer(seg, lab, data.probe, data.unlabeled, update_steps=1, labeled_batch=3,
+                          pseudo_weight=1.0)
+    trainer.update(np.random.default_rng(0))
+    rows = np.random.default_rng(0).choice(len(lab), size=3, replace=False)
+    assert np.array_equal(seen[0], lab.distractors[rows])  # prior_swap = 1: every one swapped

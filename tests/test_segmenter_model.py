@@ -157,3 +157,22 @@ def test_bad_inputs_and_missing_timm_raise_clear_errors(text_encoder, tiny):
         with pytest.raises(ImportError, match="timm"):
             Segmenter(SegmenterConfig(image_size=32, backbone="timm:resnet18", **tiny),
                       text_encoder=text_encoder)
+
+
+def test_prior_trust_is_per_sample_and_stage_and_responds_to_the_prior(text_encoder, tiny_segmenter):
+    import pytest
+
+    seg = Segmenter(SegmenterConfig(image_size=32, **tiny_segmenter), text_encoder=text_encoder)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    priors = np.zeros((3, 32, 32), np.float32)
+    priors[0, 4:12, 4:12] = 1.0
+    priors[1, 20:30, 20:30] = 1.0
+    trust = seg.prior_trust(images, priors, ["a", "b", "c"])
+    assert trust.shape == (3, 4) and ((trust > 0) & (trust < 1)).all()
+    moved = seg.prior_trust(images, np.roll(priors, 10, axis=1), ["a", "b", "c"])
+    assert not np.allclose(trust, moved)
+    off = Segmenter(SegmenterConfig(image_size=32, use_prior=False, **tiny_segmenter),
+                    text_encoder=text_encoder)
+    with pytest.raises(ValueError, match="use_prior=True"):
+        off.prior_trust(images, priors, ["a", "b", "c"])
