@@ -186,3 +186,23 @@ def test_oracle_observation_is_the_truth_and_is_flagged(l2l_cache, name, form):
         assert plain_info["oracle"] is False and reward == plain_reward
         assert data_equivalence({k: v for k, v in nxt.items() if k != "truth"}, plain_next, exact=True)
         obs = nxt
+
+
+@pytest.mark.parametrize("form", ["construct", "select"])
+def test_a_learner_ends_the_same_with_diagnostics_on_and_off(l2l_cache, form):
+    """The ground-truth diagnostics in ``info`` never reach learning: the l2l agent (and the
+    segmenter it drives) end with identical weights whether the env reports them or not."""
+    options = {"n_steps": 8, "minibatch_size": 8, "hidden": 8, "action_form": form}
+    if form == "select":
+        options.update(explore=True, pg_coef=1.0)
+    ends = []
+    for diagnostics in (True, False):
+        env = gym.make(l2l_env.ENV_ID, **tiny_env_kwargs(l2l_cache, action=form,
+                                                         diagnostics=diagnostics))
+        agent = agents.make("l2l", **options)
+        agent.learn(env, total_steps=32)
+        ends.append(({k: v.clone() for k, v in agent.net.state_dict().items()},
+                     env.unwrapped.segmenter.state_dict()["model"]))
+    (net_a, seg_a), (net_b, seg_b) = ends
+    assert all(np.array_equal(net_a[k].numpy(), net_b[k].numpy()) for k in net_a)
+    assert all(np.array_equal(seg_a[k].numpy(), seg_b[k].numpy()) for k in seg_a)
