@@ -436,6 +436,9 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
     if cfg.dataset not in DATASETS:
         raise ValueError(f"config key 'dataset'={cfg.dataset!r} is unknown; expected one of "
                          f"{sorted(DATASETS)}")
+    if cfg.dataset != "synthref" and not cfg.data_root:
+        raise ValueError(f"{cfg.dataset} needs data_root (--data-root DIR): the refer data root with "
+                         f"{cfg.dataset}/instances.json and {cfg.dataset}/refs(...).p")
     from l2l_env.data import check_options
     check_options(cfg.dataset, cfg.data_options)
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
@@ -481,9 +484,6 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
     if seg_cfg.image_size % env_cfg.grid_size:
         raise ValueError(f"env.grid_size={env_cfg.grid_size} must divide segmenter.image_size="
                          f"{seg_cfg.image_size}")
-    if cfg.dataset != "synthref" and not cfg.data_root:
-        raise ValueError(f"{cfg.dataset} needs data_root (--data-root DIR): the refer data root with "
-                         f"{cfg.dataset}/instances.json and {cfg.dataset}/refs(...).p")
     if check_paths:
         check_paths_exist(cfg, provider, prior_opts, seg_cfg)
     return {

@@ -1,6 +1,7 @@
 """L2L environment package: data, priors, metrics and the pseudo-label selection environment.
 
-Importing it registers ``l2l/PseudoLabel-v0`` with gymnasium; the id also resolves as
+Importing it registers ``l2l/PseudoLabel-v0`` (SynthRef) and ``l2l/PseudoLabel-RefCOCO-v0``, ``-RefCOCOplus-v0``,
+``-RefCOCOg-v0`` with gymnasium; the ids also resolve as
 ``"l2l_env:l2l/PseudoLabel-v0"`` in a process that has not imported the package.
 """
 
@@ -9,15 +10,25 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 ENV_ID = "l2l/PseudoLabel-v0"
+"""SynthRef, the built-in data set (every default of :class:`l2l_env.config.EnvConfig`)."""
+ENV_IDS: dict[str, dict[str, str]] = {
+    ENV_ID: {},
+    "l2l/PseudoLabel-RefCOCO-v0": {"dataset": "refcoco"},
+    "l2l/PseudoLabel-RefCOCOplus-v0": {"dataset": "refcoco+"},  # gymnasium ids cannot hold "+"
+    "l2l/PseudoLabel-RefCOCOg-v0": {"dataset": "refcocog"},
+}
+"""Every registered id and the config keys it fixes; the RefCOCO ids need ``data_root=`` (the
+refer layout) and usually a prior cache: ``prior_provider="cache", prior_options={"path": ...}``."""
 
 
 def register_envs() -> None:
     """Register the L2L environments with gymnasium (idempotent)."""
     import gymnasium as gym
 
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="l2l_env.env:PseudoLabelEnv",
-                     disable_env_checker=False)
+    for env_id, kwargs in ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="l2l_env.env:PseudoLabelEnv", kwargs=dict(kwargs),
+                         disable_env_checker=False)
 
 
 register_envs()

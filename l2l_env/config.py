@@ -96,7 +96,13 @@ class EnvConfig(DataSettings):
         """Raise ValueError naming the first bad value."""
         from l2l_env.rewards import REWARDS
 
+        from l2l_env.data import DATASETS
+
         checks = [
+            (self.dataset in DATASETS, "dataset", f"one of {sorted(DATASETS)}"),
+            (self.dataset == "synthref" or bool(self.data_root), "data_root",
+             f"the refer data root ({self.dataset}/instances.json, {self.dataset}/refs(...).p) for "
+             f"dataset={self.dataset!r}"),
             (0.0 < self.label_ratio <= 1.0, "label_ratio", "a fraction in (0, 1]"),
             (self.grid_size >= 1, "grid_size", "a positive integer"),
             (self.label_source in LABEL_SOURCES, "label_source", f"one of {LABEL_SOURCES}"),
