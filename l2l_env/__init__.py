@@ -19,6 +19,8 @@ ENV_IDS: dict[str, dict[str, str]] = {
 }
 """Every registered id and the config keys it fixes; the RefCOCO ids need ``data_root=`` (the
 refer layout) and usually a prior cache: ``prior_provider="cache", prior_options={"path": ...}``."""
+REFCOCO_PLUS_ALIAS = "l2l/PseudoLabel-RefCOCO+-v0"
+"""Found by ``gym.spec`` (an alias of ``l2l/PseudoLabel-RefCOCOplus-v0``)."""
 
 
 def register_envs() -> None:
@@ -29,6 +31,10 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point="l2l_env.env:PseudoLabelEnv", kwargs=dict(kwargs),
                          disable_env_checker=False)
+    # The name as written, RefCOCO+, as an alias: gymnasium's id grammar has no "+", so
+    # gym.spec("l2l/PseudoLabel-RefCOCO+-v0") finds the spec (make it with gym.make(spec)), while
+    # gym.make takes the id string only as "l2l/PseudoLabel-RefCOCOplus-v0".
+    gym.registry.setdefault(REFCOCO_PLUS_ALIAS, gym.registry["l2l/PseudoLabel-RefCOCOplus-v0"])
 
 
 register_envs()

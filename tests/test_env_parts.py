@@ -193,3 +193,10 @@ def test_every_registered_id_builds_and_steps(env_id, l2l_cache, tmp_path):
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert np.isfinite(reward) and not terminated
     assert env.unwrapped.segmenter.step > 0
+
+
+def test_the_refcoco_plus_name_as_written_is_an_alias_gym_spec_finds():
+    spec = gym.spec(l2l_env.REFCOCO_PLUS_ALIAS)
+    assert spec is gym.spec("l2l/PseudoLabel-RefCOCOplus-v0") and spec.kwargs == {"dataset": "refcoco+"}
+    with pytest.raises(ValueError, match="data_root"):
+        gym.make(spec)  # made from the spec; the "+" id string itself gymnasium's make rejects
