@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l2l_env.cli_utils import parse_value
 from l2l_env.config import DataSettings
 from segmenter.typed import describe_type, fits
 
@@ -183,19 +184,6 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def parse_value(text: str) -> Any:
-    """A TOML literal (``1``, ``0.5``, ``true``, ``[1, 2]``, ``"s"``, ``{a = 1}``), else JSON,
-    else the text itself."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        pass
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _key_path(key: str) -> list[str]:

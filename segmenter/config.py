@@ -25,8 +25,9 @@ class SegmenterConfig:
     ``use_guidance`` (the per-stage guidance module; when off, the prior is a 4th input channel and
     the text FiLM-modulates each stage from its mean-pooled features, the plain baseline).
 
-    Training: AdamW (``lr``, ``weight_decay``), a linear warm-up then a poly schedule over
-    ``total_steps`` (``poly_power``; the rate never falls below
+    Training: AdamW (``lr``, ``weight_decay``), a linear learning-rate warm-up of
+    ``lr_warmup_steps`` (named apart from a run's supervised burn-in, ``warmup_steps``), then a
+    poly schedule over ``total_steps`` (``poly_power``; the rate never falls below
     ``min_lr_ratio * lr``, so training past ``total_steps`` still learns when that is > 0),
     gradient clipping (``grad_clip``, 0 = off), an EMA teacher
     (``ema_momentum``), BCE + Dice (``bce_weight``, ``dice_weight``), mixed precision on CUDA only
@@ -72,7 +73,7 @@ class SegmenterConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     total_steps: int = 4000
-    warmup_steps: int = 50
+    lr_warmup_steps: int = 50
     poly_power: float = 0.9
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
@@ -132,7 +133,19 @@ class SegmenterConfig:
         names it."""
         from segmenter.typed import strict_config
 
+        if "warmup_steps" in data:
+            raise ValueError("SegmenterConfig key 'warmup_steps' is now 'lr_warmup_steps' (the "
+                             "learning-rate warm-up; a run's supervised burn-in is its top-level "
+                             "warmup_steps)")
         return strict_config(cls, data, "SegmenterConfig")
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> SegmenterConfig:
+        """The config stored in a checkpoint, written by this or an earlier version."""
+        data = dict(data)
+        if "warmup_steps" in data:  # renamed to lr_warmup_steps
+            data.setdefault("lr_warmup_steps", data.pop("warmup_steps"))
+        return cls.from_dict(data)
 
     def replace(self, **overrides: Any) -> SegmenterConfig:
         """A copy with ``overrides`` applied (unknown keys are an error that names them)."""

@@ -110,8 +110,8 @@ class Segmenter:
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.config
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
+        if step < cfg.lr_warmup_steps:
+            return (step + 1) / cfg.lr_warmup_steps
         frac = min(step, cfg.total_steps) / cfg.total_steps
         return max((1.0 - frac) ** cfg.poly_power, cfg.min_lr_ratio)
 
@@ -297,7 +297,7 @@ class Segmenter:
             raise ValueError(f"segmenter state version {state.get('version')!r}; "
                              f"expected {STATE_VERSION}")
         mine, theirs = self.config.to_dict(), dict(state["config"])
-        theirs = SegmenterConfig.from_dict(theirs).to_dict()
+        theirs = SegmenterConfig.from_saved(theirs).to_dict()
         differ = sorted(k for k in mine if k not in _RUNTIME_KEYS and mine[k] != theirs.get(k))
         if differ:
             pairs = {k: (theirs.get(k), mine[k]) for k in differ}
@@ -330,7 +330,7 @@ class Segmenter:
         bad = sorted(set(overrides) - _RUNTIME_KEYS)
         if bad:
             raise ValueError(f"Segmenter.load can only override {sorted(_RUNTIME_KEYS)}, got {bad}")
-        config = SegmenterConfig.from_dict(dict(state["config"])).replace(**overrides)
+        config = SegmenterConfig.from_saved(state["config"]).replace(**overrides)
         seg = cls(config, text_encoder=text_encoder)
         seg.load_state_dict(state)
         return seg

@@ -67,3 +67,11 @@ def test_an_empty_table_clears_inherited_options(capsys):
             "data_options={}"]
     assert run_main(argv) == 0
     assert "num_train" not in capsys.readouterr().out
+
+
+def test_the_lr_warm_up_is_named_apart_from_the_burn_in(tmp_path):
+
+    with pytest.raises(ValueError, match="'warmup_steps' is now 'lr_warmup_steps'"):
+        SegmenterConfig.from_dict({"warmup_steps": 10})
+    assert SegmenterConfig.from_saved({"warmup_steps": 10}).lr_warmup_steps == 10  # old checkpoints
+    assert run_main(["--config", "smoke", "--dry-run", "segmenter.warmup_steps=5"]) == 2

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def tiny(tiny_segmenter):
     """The shared tiny architecture with this module's training settings."""
-    return {**tiny_segmenter, "image_size": 32, "warmup_steps": 2, "total_steps": 20,
+    return {**tiny_segmenter, "image_size": 32, "lr_warmup_steps": 2, "total_steps": 20,
             "prior_dropout": 0.5, "ema_momentum": 0.9}
 
 

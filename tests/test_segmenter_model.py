@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def tiny(tiny_segmenter):
     """The shared tiny architecture with this module's training settings."""
-    return {**tiny_segmenter, "warmup_steps": 1, "lr": 5e-3, "prior_dropout": 0.0}
+    return {**tiny_segmenter, "lr_warmup_steps": 1, "lr": 5e-3, "prior_dropout": 0.0}
 
 
 def _data(n: int, size: int, seed: int = 0):
