@@ -50,7 +50,7 @@ def test_overfit_a_handful_of_samples():
     images, masks, priors, phrases = _scenes()
     seg = Segmenter(SegmenterConfig(image_size=32, stem_width=12, widths=(16, 24, 32, 32),
                                     depths=(1, 1, 1, 1), decoder_width=24, text_dim=32, lr=5e-3,
-                                    warmup_steps=10, total_steps=200, prior_dropout=0.0,
+                                    lr_warmup_steps=10, total_steps=200, prior_dropout=0.0,
                                     ema_momentum=0.9))
     result = fit(seg, images, priors, phrases, masks, steps=200, batch_size=6, progress=False,
                  log_every=50)
