@@ -107,7 +107,7 @@ def _batch(n: int = 4, size: int = 32):
 @pytest.mark.parametrize("momentum", [1.0, 0.75])
 def test_train_step_updates_the_teacher_with_the_configured_momentum(text_encoder, tiny_segmenter,
                                                                      momentum):
-    seg = Segmenter(SegmenterConfig(image_size=32, warmup_steps=1, prior_dropout=0.0,
+    seg = Segmenter(SegmenterConfig(image_size=32, lr_warmup_steps=1, prior_dropout=0.0,
                                     ema_momentum=momentum, **tiny_segmenter),
                     text_encoder=text_encoder)
     t0 = _snapshot(seg.teacher)
