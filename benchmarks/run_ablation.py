@@ -9,12 +9,14 @@ supervised rows.
 
 Resumable: run it again and finished runs are skipped. The runs (results.json, checkpoints,
 TensorBoard logs) go to ``<out>`` (default ``runs/ablation-synthref``, ignored by git); the table,
-CSV, plot and run list are copied to ``benchmarks/ablation/`` for committing.
+CSV, plot and run list are copied to ``benchmarks/ablation/`` for committing, with the quality
+curves and pictures of ``--keep-run`` (default ``l2l-5pct-s0``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -36,6 +38,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/ablation-synthref")
     p.add_argument("--table-only", action="store_true", help="only aggregate the finished runs")
+    p.add_argument("--keep-run", default="l2l-5pct-s0",
+                   help="run whose quality curves and pictures are copied next to the table")
     args = p.parse_intermixed_args()
     argv = ["--config", "synthref_ablation", "--ratios", args.ratios, "--seeds", args.seeds,
             "--jobs", str(args.jobs), "--out", args.out]
@@ -53,6 +57,13 @@ def main() -> int:
         src = Path(args.out) / name
         if src.is_file():
             shutil.copyfile(src, keep / name)
+    run = Path(args.out) / "runs" / args.keep_run
+    if (run / "results.json").is_file():  # the curves and pictures of one run, for the README
+        curves = json.loads((run / "results.json").read_text())["pseudo_labels"]["curves"]
+        (keep / f"{args.keep_run}_curves.json").write_text(json.dumps(curves, indent=1))
+        for picture in ("pseudo_label_quality.png", "samples.png"):
+            if (run / picture).is_file():
+                shutil.copyfile(run / picture, keep / f"{args.keep_run}_{picture}")
     return code
 
 
