@@ -82,10 +82,12 @@ def plan(agent_names: Sequence[str], ratios: Sequence[float], seeds: Sequence[in
 
 
 def run_argv(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[str], threads: int,
-             ) -> list[str]:
+             imports: Sequence[str] = ()) -> list[str]:
     """``l2l-run`` arguments of one run."""
     argv = ["--out", str(out / "runs" / spec.name), "--label-ratio", repr(spec.ratio),
             "--seed", str(spec.seed), "--resume", "--no-progress"]
+    for module in imports:
+        argv += ["--import", module]
     if spec.agent != FULLY_SUPERVISED:
         argv += ["--agent", spec.agent]
     if config:
@@ -94,7 +96,8 @@ def run_argv(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[s
 
 
 def execute(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[str], threads: int,
-            in_process: bool, wait_for: tuple[Path, threading.Event] | None = None) -> dict[str, Any]:
+            in_process: bool, wait_for: tuple[Path, threading.Event] | None = None,
+            imports: Sequence[str] = ()) -> dict[str, Any]:
     """Run one cell (skipped when its results exist); returns ``{"spec", "ok", "seconds", "log"}``.
 
     ``wait_for = (warm-up cache file, leader finished)``: first wait until the run that warms up
@@ -108,7 +111,7 @@ def execute(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[st
         cache_file, leader_done = wait_for
         while not cache_file.is_file() and not leader_done.wait(1.0):
             pass
-    argv = run_argv(spec, out, config, overrides, threads)
+    argv = run_argv(spec, out, config, overrides, threads, imports)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "run.log"
     if in_process:
@@ -367,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true",
                    help="run sequentially in this process (no start-up cost; for small runs)")
     p.add_argument("--table-only", action="store_true", help="only aggregate existing results")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="plugin module with agents/rewards, imported by every run (repeatable)")
     return p
 
 
@@ -374,9 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``l2l-ablate``; returns 0 when every run succeeded."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_intermixed_args(argv)
-    agent_names = args.agents or default_agents()
     out = Path(args.out)
     try:  # validate every distinct run config before starting anything
+        from experiments import plugins
+
+        plugins.load(args.imports)
+        agent_names = args.agents or default_agents()
         cells = [(a, r) for a in agent_names for r in args.ratios]
         if args.fully_supervised:
             cells.append(("none", 1.0))
@@ -407,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if in_process:
             results = []
             for spec in runs:
-                results.append(execute(spec, out, args.config, args.overrides, threads, True))
+                results.append(execute(spec, out, args.config, args.overrides, threads, True,
+                                       imports=args.imports))
                 bar.update(1)
         else:
             order, waits, events = schedule(runs, args.config, args.overrides, cache_dir)
@@ -415,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 futures = {}
                 for spec in order:
                     fut = pool.submit(execute, spec, out, args.config, args.overrides, threads, False,
-                                      waits.get(spec))
+                                      waits.get(spec), args.imports)
                     futures[spec] = fut
                     if spec in events:
                         fut.add_done_callback(lambda _f, e=events[spec]: e.set())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import config as C
+from experiments import plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate the config and print it resolved, without touching data")
     p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print results.json instead of the table")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: agents and rewards it registers can be named "
+                        "(repeatable; see experiments.plugins)")
     return p
 
 
@@ -127,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_intermixed_args(argv)
     try:
+        plugins.load(args.imports)
         cfg, resolved = resolve(args)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
         print(f"l2l-run: error: {_message(err)}", file=sys.stderr)

@@ -205,7 +205,8 @@ class PseudoLabelEnv(gym.Env):
                           no_prior=bool(bank.no_prior[row]), codes=label.codes.ravel(),
                           teacher_full=pred["teacher_full"],
                           heldout_truth=self._calibration_mask(row) if calibration else None,
-                          truth=self._truth_cells(row) if self.reward_fn.uses_ground_truth else None)
+                          truth=self._truth_cells(row) if self.reward_fn.uses_ground_truth else None,
+                          extras=self._step_extras(row, pred, label, calibration))
         result = self.reward_fn.step(ctx)
         if not calibration:
             self.trainer.add(row, label.label, label.weight)
@@ -267,6 +268,19 @@ class PseudoLabelEnv(gym.Env):
             return L.construct(action, pred["teacher_full"])
         full = self._candidate(row, pred)
         return L.from_selection(action.astype(bool), full, self.config.label_source)
+
+    def _step_extras(self, row: int, pred: dict[str, np.ndarray], label: L.ConstructedLabel,
+                     calibration: bool) -> dict[str, Any]:
+        """What the reward asked for by ``needs`` (:data:`l2l_env.rewards.STEP_EXTRAS`)."""
+        needs = self.reward_fn.needs
+        if not needs:
+            return {}
+        bank = self.loop_bank
+        give = {"image": lambda: bank.images[row], "phrase": lambda: bank.phrases[row],
+                "sample_id": lambda: bank.sample_ids[row], "prior_full": lambda: bank.priors[row],
+                "student_full": lambda: pred["student_full"], "label_full": lambda: label.label,
+                "weight_full": lambda: label.weight, "calibration": lambda: calibration}
+        return {name: give[name]() for name in needs}
 
     def _candidate(self, row: int, pred: dict[str, np.ndarray]) -> np.ndarray:
         """The soft label a kept cell takes: the teacher's map (``construct``'s ``teacher``

@@ -27,6 +27,7 @@ import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,17 @@ class StepContext:
     teacher_full: np.ndarray | None = None  # (S, S) teacher probability map
     heldout_truth: np.ndarray | None = None  # (S, S) mask of a held-out LABELED sample, else None
     truth: Callable[[], np.ndarray] | None = None  # ground-truth foreground fraction per cell
+    extras: dict[str, Any] = field(default_factory=dict)
+    """What the reward asked for by :attr:`Reward.needs`, beyond the fields above (see
+    :data:`STEP_EXTRAS`)."""
+
+
+STEP_EXTRAS: tuple[str, ...] = ("image", "phrase", "sample_id", "prior_full", "student_full",
+                                "label_full", "weight_full", "calibration")
+"""What a reward may ask the env for beyond :class:`StepContext`'s fields (``Reward.needs``):
+the image (S, S, 3) uint8, the phrase, the sample id, the prior and student maps (S, S), the
+constructed label and its weight (S, S), and whether the step is a held-out calibration step.
+None of them is unlabeled ground truth."""
 
 
 @dataclass
@@ -60,6 +72,8 @@ class Reward(abc.ABC):
 
     name: str = ""
     uses_ground_truth: bool = False
+    needs: tuple[str, ...] = ()
+    """Names from :data:`STEP_EXTRAS` the env puts into ``ctx.extras`` for this reward."""
 
     @abc.abstractmethod
     def step(self, ctx: StepContext) -> RewardResult:
@@ -87,9 +101,14 @@ def make_reward(name: str, **options) -> Reward:
     if name not in REWARDS:
         raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARDS)}")
     try:
-        return REWARDS[name](**options)
+        reward = REWARDS[name](**options)
     except TypeError as err:
         raise ValueError(f"bad reward_options for reward {name!r}: {err}") from None
+    unknown = sorted(set(reward.needs) - set(STEP_EXTRAS))
+    if unknown:
+        raise ValueError(f"reward {name!r} needs {unknown}, which the env cannot give; it gives "
+                         f"{list(STEP_EXTRAS)}")
+    return reward
 
 
 def _support(source: np.ndarray, labels: np.ndarray) -> np.ndarray:
