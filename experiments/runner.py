@@ -202,6 +202,7 @@ class Runner:
         phrases: set[str] = set()
         for split in tqdm(splits, desc="data + priors", disable=not self.progress, leave=False):
             table = load_table_of(env_cfg, split)
+            table.check_images()  # a corrupt image is named now, not after the warm-up
             samples = RefSplit(table, "per_sentence")
             priors = load_priors(env_cfg.dataset, split, samples, env_cfg.prior_provider,
                                  cache_dir=env_cfg.cache_dir, progress=self.progress,

@@ -96,3 +96,19 @@ def test_stale_temporaries_of_dead_writers_are_swept_and_live_ones_kept(tmp_path
     other.write_bytes(b"")
     assert sorted(sweep_temporaries(tmp_path)) == sorted([stale, stale_dir])
     assert live.exists() and other.exists() and not stale.exists() and not stale_dir.exists()
+
+
+def test_a_corrupt_validation_image_is_named_before_any_work(tmp_path, capsys):
+    from experiments.run import main as run_main
+    from refer_fixtures import write_refer_fixture
+
+    fixture = write_refer_fixture(tmp_path / "refer")
+    val_image = next(r["image_id"] for r in fixture.refs if r["split"] == "val")
+    fixture.image_path(val_image).write_bytes(b"not an image")
+    argv = ["--config", "smoke", "--dataset", "refcoco", "--data-root", str(tmp_path / "refer"),
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+            "data_options={}", 'env.reward="hybrid"', "env.calibration_every=0", "env.probe_size=0",
+            "--label-ratio", "0.5"]
+    assert run_main(argv) == 2
+    assert f"cannot read image {fixture.image_path(val_image)}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # nothing ran

@@ -88,6 +88,14 @@ class RefTable:
     def num_sentences(self) -> int:
         return sum(len(r.sentences) for r in self.refs)
 
+    def check_images(self) -> None:
+        """Check every image of the table cheaply (file headers) when its loader can, so that a
+        missing or corrupt image is named before any long work (in-memory data sets: nothing)."""
+        check = getattr(self.load_image, "check", None)
+        if check is not None:
+            for image_id in self.image_ids:
+                check(image_id)
+
     def subset(self, image_ids: set[int] | Sequence[int]) -> RefTable:
         """The records whose image is in ``image_ids`` (how labeled/unlabeled splits are made)."""
         keep = set(int(i) for i in image_ids)
