@@ -45,7 +45,7 @@ import torch
 
 import agents
 import l2l_env
-from l2l_env.data.cache import cache_dir, config_key
+from l2l_env.data.cache import cache_dir
 
 HEURISTICS = ("none", "all", "threshold", "prior", "agreement", "random")
 COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -102,25 +102,15 @@ class InfoRecorder(gym.Wrapper):
 
 def build_envs(cfg: BenchConfig) -> tuple[gym.Env, gym.Env, dict[str, Any]]:
     """``(teacher-label env, prior-label env, warm-up facts)``, both from the same warmed-up
-    segmenter."""
-    kwargs = cfg.env_kwargs()
-    root = cache_dir(cfg.cache_dir) / "bench_agents"
-    ckpt = root / f"warmup-{config_key({**kwargs, 'warmup_steps': cfg.warmup_steps})}.pt"
+    segmenter (the env's own warm-up cache: computed once, then read by both and by later runs)."""
+    kwargs = {**cfg.env_kwargs(), "warmup_steps": cfg.warmup_steps,
+              "warmup_cache": str(cache_dir(cfg.cache_dir) / "warmup")}
     t0 = time.perf_counter()
-    cached = ckpt.is_file()
-    if cached:
-        try:
-            env = gym.make(l2l_env.ENV_ID, **kwargs, checkpoint=str(ckpt))
-        except (ValueError, KeyError, RuntimeError) as err:  # written by another segmenter version
-            print(f"cached warm-up {ckpt} is unusable ({err}); warming up again", flush=True)
-            cached = False
-    if not cached:
-        env = gym.make(l2l_env.ENV_ID, **kwargs, warmup_steps=cfg.warmup_steps)
-        env.unwrapped.segmenter.save(ckpt)
+    env = gym.make(l2l_env.ENV_ID, **kwargs)
     warm_s = time.perf_counter() - t0
-    prior_env = gym.make(l2l_env.ENV_ID, **kwargs, checkpoint=str(ckpt), label_source="prior")
+    prior_env = gym.make(l2l_env.ENV_ID, **kwargs, label_source="prior")
     probe = env.unwrapped.trainer.probe_score()
-    return env, prior_env, {"checkpoint": str(ckpt), "reused": cached, "build_s": round(warm_s, 1),
+    return env, prior_env, {"warmup_cache": kwargs["warmup_cache"], "build_s": round(warm_s, 1),
                             "probe_mIoU_after_warmup": probe}
 
 

@@ -39,6 +39,7 @@ ENV_KEYS_SET_BY_RUN = {
     "prior_provider": "prior", "prior_options": "prior / prior_options", "cache_dir": "cache_dir",
     "segmenter": "segmenter", "device": "device", "seed": "seed",
     "warmup_steps": "warmup_steps (the run does the warm-up itself)",
+    "warmup_cache": "warmup_cache",
 }
 """EnvConfig fields that the run sets from its own top-level keys (not allowed under ``env.``)."""
 
@@ -530,23 +531,10 @@ def check_paths_exist(cfg: RunConfig, provider: str, prior_opts: dict[str, Any],
 
 def warmup_key(cfg: RunConfig, resolved: dict[str, Any]) -> str:
     """A hash of everything the supervised warm-up's result depends on."""
-    from l2l_env.data.cache import config_key
+    from l2l_env.factory import warmup_key as key
 
-    env = resolved["env"]
-    seg = {k: v for k, v in resolved["segmenter"].items()
-           if k not in ("device", "amp", "text_cache_size")}
-
-    def path(p: str | None) -> str | None:
-        return os.path.abspath(p) if p else None
-
-    parts = {
-        "data": [cfg.dataset, path(cfg.data_root), cfg.data_options],
-        "split": [cfg.label_ratio, cfg.split_seed, path(cfg.split_dir)],
-        "prior": [resolved["prior_provider"], resolved["prior_options"], env["proposal"]],
-        "bank": [env["probe_size"], env["grid_size"]], "segmenter": seg,
-        "warmup": [resolved["warmup_steps"], cfg.warmup_batch, cfg.seed], "version": 1,
-    }
-    return config_key(parts)
+    return key(resolved["env"], resolved["segmenter"], resolved["warmup_steps"], cfg.warmup_batch,
+               cfg.seed)
 
 
 def resolved_dict(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, Any]:

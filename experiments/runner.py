@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import signal
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -283,6 +282,7 @@ class Runner:
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:
         """Supervised steps on the labeled bank, in checkpointed pieces of ``checkpoint_every``."""
+        from l2l_env.factory import read_warm_start
         from segmenter import fit
 
         total = int(self.resolved["warmup_steps"])
@@ -294,17 +294,11 @@ class Runner:
         if total == 0:
             return
         cache = self.warmup_cache_file()
-        if cache is not None and cache.is_file() and done == 0:
-            try:
-                seg.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
-            except Exception as err:  # a corrupt or foreign file: warm up again and rewrite it
-                print(f"warning: warm-up cache {cache} is unreadable ({type(err).__name__}: {err}); "
-                      "warming up again", file=sys.stderr)
-            else:
-                self.data_info["warmup_from_cache"] = str(cache)
-                self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
-                self.quick_eval(step=0, tag="warmup")
-                return
+        if cache is not None and done == 0 and read_warm_start(seg, cache):
+            self.data_info["warmup_from_cache"] = str(cache)
+            self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
+            self.quick_eval(step=0, tag="warmup")
+            return
         targets = bank.masks.astype(np.float32)
         batch = max(1, min(self.cfg.warmup_batch, len(bank)))
         piece = self.cfg.checkpoint_every or total

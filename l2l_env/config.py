@@ -39,7 +39,9 @@ class EnvConfig(DataSettings):
         cache_dir: where generated data and priors are cached (None: ``$L2L_CACHE_DIR`` or ~/.cache).
     Segmenter
         segmenter: overrides of :class:`segmenter.SegmenterConfig` (ignored when a segmenter object is
-        handed in). warmup_steps: supervised steps on the labeled split at construction (0: none).
+        handed in). warmup_steps: supervised steps on the labeled split at construction (0: none);
+        warmup_cache: a folder where the warmed-up segmenter is kept, keyed by everything it
+        depends on (``l2l_env.factory.warmup_key``), so later envs read it.
         checkpoint: a segmenter checkpoint to start from.
     Label construction and self-evolution
         grid_size: the action grid G.
@@ -72,6 +74,7 @@ class EnvConfig(DataSettings):
     cache_dir: str | None = None
     segmenter: dict[str, Any] = field(default_factory=dict)
     warmup_steps: int = 0
+    warmup_cache: str | None = None
     checkpoint: str | None = None
     grid_size: int = 32
     action: str = "construct"

@@ -9,6 +9,7 @@ warmed up on the labeled bank for ``warmup_steps``, and the banks of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,13 +44,66 @@ def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int) -> None:
         desc="warm-up", alt_priors=labeled.distractors)
 
 
+def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_size: int,
+               seed: int) -> str:
+    """A hash of everything a supervised warm-up's result depends on: the data, the label split,
+    the priors, the labeled bank, the segmenter's settings and the warm-up itself (runtime keys
+    such as the device excluded). ``config`` is an env config (object or dict)."""
+    import os
+
+    from l2l_env.data.cache import config_key
+
+    env = config if isinstance(config, dict) else config.to_dict()
+    seg = {k: v for k, v in segmenter_config.items() if k not in ("device", "amp", "text_cache_size")}
+
+    def path(p: str | None) -> str | None:
+        return os.path.abspath(p) if p else None
+
+    parts = {
+        "data": [env["dataset"], path(env["data_root"]), env["data_options"]],
+        "split": [env["label_ratio"], env["split_seed"], path(env["split_dir"])],
+        "prior": [env["prior_provider"], env["prior_options"], env["proposal"]],
+        "bank": [env["probe_size"], env["grid_size"]], "segmenter": seg,
+        "warmup": [steps, batch_size, seed], "version": 1,
+    }
+    return config_key(parts)
+
+
+def read_warm_start(segmenter: Any, file: Path) -> bool:
+    """Load a cached warmed-up segmenter; ``False`` (with a warning naming the file) when it is
+    missing, unreadable or of another segmenter, so the caller warms up again and rewrites it."""
+    import sys
+
+    import torch
+
+    if not file.is_file():
+        return False
+    try:
+        segmenter.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    except Exception as err:  # a corrupt or foreign file
+        print(f"warning: warm-up cache {file} is unreadable ({type(err).__name__}: {err}); "
+              "warming up again", file=sys.stderr)
+        return False
+    return True
+
+
 def prepare_parts(config: Any, segmenter: Any) -> LoopData:
     """The banks of an env config for ``segmenter``; then the checkpoint is loaded into it and the
-    burn-in run when the config asks for them."""
+    burn-in run when the config asks for them (read from / written to ``warmup_cache`` when set,
+    the same cache ``l2l-run`` uses)."""
     data = load_loop_data(config, int(segmenter.config.image_size),
                           distractors=segmenter.config.prior_swap > 0)
     if config.checkpoint:
         load_weights(segmenter, config.checkpoint)
     if config.warmup_steps:
-        warm_up(segmenter, data.labeled, config.warmup_steps, config.seed)
+        batch = max(1, min(32, len(data.labeled)))
+        file = None
+        if config.warmup_cache:
+            key = warmup_key(config, segmenter.config.to_dict(), config.warmup_steps, batch,
+                             config.seed)
+            file = Path(config.warmup_cache) / f"warmup-{key}.pt"
+        if file is None or not read_warm_start(segmenter, file):
+            warm_up(segmenter, data.labeled, config.warmup_steps, config.seed)
+            if file is not None:
+                segmenter.save(file)
     return data

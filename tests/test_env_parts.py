@@ -200,3 +200,20 @@ def test_the_refcoco_plus_name_as_written_is_an_alias_gym_spec_finds():
     assert spec is gym.spec("l2l/PseudoLabel-RefCOCOplus-v0") and spec.kwargs == {"dataset": "refcoco+"}
     with pytest.raises(ValueError, match="data_root"):
         gym.make(spec)  # made from the spec; the "+" id string itself gymnasium's make rejects
+
+
+def test_gym_make_warms_up_once_through_the_shared_warm_up_cache(l2l_cache, tmp_path, monkeypatch):
+    import segmenter as segmenter_package
+
+    calls = []
+    real_fit = segmenter_package.fit
+    monkeypatch.setattr(segmenter_package, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    kwargs = tiny_env_kwargs(l2l_cache, warmup_steps=3, warmup_cache=str(tmp_path / "warm"))
+    first = gym.make(l2l_env.ENV_ID, **kwargs)
+    second = gym.make(l2l_env.ENV_ID, **kwargs, label_source="prior")  # same warm-up, read back
+    assert calls == [1] and len(list((tmp_path / "warm").glob("warmup-*.pt"))) == 1
+    a, b = first.unwrapped.segmenter.state_dict()["model"], second.unwrapped.segmenter.state_dict()["model"]
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    (next((tmp_path / "warm").glob("warmup-*.pt"))).write_bytes(b"garbage")
+    gym.make(l2l_env.ENV_ID, **kwargs)  # an unreadable cache is warmed up again and rewritten
+    assert calls == [1, 1]
