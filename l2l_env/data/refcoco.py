@@ -149,15 +149,20 @@ class ImageReader:
             raise KeyError(f"image id {image_id} is not an image of this split")
         return self.image_dir / self.records[int(image_id)][0]
 
-    def check(self, image_id: int) -> None:
-        """Open the image's header only (cheap): a missing, unreadable or wrong-sized file is a
-        clear error naming it, before any long work."""
+    def existing_path(self, image_id: int) -> Path:
+        """The image's file; ``FileNotFoundError`` naming it and the image folder when missing."""
         path = self.path(image_id)
-        _, height, width = self.records[int(image_id)]
         if not path.is_file():
             raise FileNotFoundError(
                 f"COCO image {path} (image_id {image_id}) does not exist; expected the train2014 "
                 f"images in {self.image_dir} (pass image_dir=... to read them elsewhere)")
+        return path
+
+    def check(self, image_id: int) -> None:
+        """Open the image's header only (cheap): a missing, unreadable or wrong-sized file is a
+        clear error naming it, before any long work."""
+        path = self.existing_path(image_id)
+        _, height, width = self.records[int(image_id)]
         try:
             with Image.open(path) as img:
                 size = img.size
@@ -169,12 +174,8 @@ class ImageReader:
                              f"record says {width}x{height}")
 
     def __call__(self, image_id: int) -> np.ndarray:
-        path = self.path(image_id)
+        path = self.existing_path(image_id)
         _, height, width = self.records[int(image_id)]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"COCO image {path} (image_id {image_id}) does not exist; expected the train2014 "
-                f"images in {self.image_dir} (pass image_dir=... to read them elsewhere)")
         try:
             with Image.open(path) as img:
                 array = np.array(img.convert("RGB"), dtype=np.uint8)
