@@ -71,8 +71,16 @@ class PseudoLabelEnv(gym.Env):
     segmenter as it is. Episodes are truncated after ``episode_steps`` steps, never terminated.
 
     ## Registered Configurations
-    ``l2l/PseudoLabel-v0`` with the defaults of :class:`l2l_env.config.EnvConfig`; every field is a
-    ``gym.make`` keyword argument. ``segmenter=`` hands in a :class:`segmenter.Segmenter` object.
+    ``l2l/PseudoLabel-v0`` (SynthRef) with the defaults of :class:`l2l_env.config.EnvConfig`, and
+    ``l2l/PseudoLabel-RefCOCO-v0``, ``-RefCOCOplus-v0``, ``-RefCOCOg-v0`` (``data_root=`` required);
+    every field is a ``gym.make`` keyword argument. ``segmenter=`` hands in a
+    :class:`segmenter.Segmenter` object.
+
+    ## Built from parts
+    ``gym.make`` loads the parts with :mod:`l2l_env.factory` (segmenter, banks, checkpoint,
+    warm-up); :meth:`from_parts` takes them already loaded: the segmenter, a
+    :class:`~l2l_env.loop_data.LoopData` and optionally a reward object. Segmenter updates are
+    the :class:`~l2l_env.self_training.SelfTrainer`'s (``env.trainer``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
