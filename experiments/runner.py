@@ -201,7 +201,8 @@ class Runner:
         phrases: set[str] = set()
         for split in tqdm(splits, desc="data + priors", disable=not self.progress, leave=False):
             table = load_table_of(env_cfg, split)
-            table.check_images()  # a corrupt image is named now, not after the warm-up
+            if split != "train":  # train images are all read at setup; eval ones only at the end
+                table.check_images()  # so a corrupt one is named now, not after the warm-up
             samples = RefSplit(table, "per_sentence")
             priors = load_priors(env_cfg.dataset, split, samples, env_cfg.prior_provider,
                                  cache_dir=env_cfg.cache_dir, progress=self.progress,
@@ -429,7 +430,6 @@ class Runner:
             # Go on from the env's current state (the same on a fresh and a resumed run).
             agent.continue_from(rec, obs, self.rollout_counters)
             agent.learn(rec, n, writer=self.logger.writer)
-            self.rollout_counters = self.rollout_progress()
             return
         for _ in range(n):
             obs, _, terminated, truncated, _ = rec.step(agent.act(obs, deterministic=True))

@@ -163,11 +163,9 @@ class PseudoLabelEnv(gym.Env):
         """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred
         object from ``rank``), ground truth with it; call before the first ``reset``. (A run can
         also hand the env a sharded :class:`LoopData` from the start.)"""
-        if not 0 <= rank < world_size:
-            raise ValueError(f"shard(rank={rank}, world_size={world_size}): expected 0 <= rank < world_size")
         if self._started:
             raise RuntimeError("shard() after the first reset(): the run has already started")
-        data, info = self.data.shard(rank, world_size)
+        data, info = self.data.shard(rank, world_size)  # checks the rank
         self._bind(data)
         return info
 
@@ -204,7 +202,8 @@ class PseudoLabelEnv(gym.Env):
         bank = self.loop_bank
         pred = self._predictions(pos)
         G = self.grid_size
-        label = self._construct(row, codes_or_sel.reshape(G, G), pred)
+        candidate = self._candidate(row, pred)
+        label = self._construct(codes_or_sel.reshape(G, G), pred, candidate)
         calibration = self.is_calibration(row)
         selection = label.selected.ravel()
         ctx = StepContext(selection=selection, labels=(label.cell_label.ravel() > 0.5).astype(np.float32),
@@ -237,7 +236,7 @@ class PseudoLabelEnv(gym.Env):
         if result.choice_scores is not None:
             info["cell_scores"] = result.choice_scores
         if self.data.vault.available and not calibration:
-            info.update(self._diagnostics(row, label, pred))
+            info.update(self._diagnostics(row, label, pred, candidate))
         self._global_step += 1
         self._episode_step += 1
         if self._global_step % self.config.update_interval == 0:
@@ -270,12 +269,13 @@ class PseudoLabelEnv(gym.Env):
         """The labeled mask of a held-out calibration row (labeled ground truth: allowed)."""
         return self.probe.masks[row - self.num_unlabeled]
 
-    def _construct(self, row: int, action: np.ndarray, pred: dict[str, np.ndarray]) -> L.ConstructedLabel:
-        """The pseudo-label the action builds for loop row ``row``."""
+    def _construct(self, action: np.ndarray, pred: dict[str, np.ndarray], candidate: np.ndarray
+                   ) -> L.ConstructedLabel:
+        """The pseudo-label the action builds from the step's predictions and its
+        :meth:`_candidate` label."""
         if self.config.action == "construct":
             return L.construct(action, pred["teacher_full"])
-        full = self._candidate(row, pred)
-        return L.from_selection(action.astype(bool), full, self.config.label_source)
+        return L.from_selection(action.astype(bool), candidate, self.config.label_source)
 
     def _step_extras(self, row: int, pred: dict[str, np.ndarray], label: L.ConstructedLabel,
                      calibration: bool) -> dict[str, Any]:
@@ -482,8 +482,8 @@ class PseudoLabelEnv(gym.Env):
             return L.cell_fraction(mask.astype(np.float32), self.grid_size).ravel()
         return truth
 
-    def _diagnostics(self, row: int, label: L.ConstructedLabel, pred: dict[str, np.ndarray]
-                     ) -> dict[str, Any]:
+    def _diagnostics(self, row: int, label: L.ConstructedLabel, pred: dict[str, np.ndarray],
+                     candidate: np.ndarray) -> dict[str, Any]:
         """Pseudo-label quality against ground truth: reported, never learned from. The IoU of the
         prior, the teacher and the constructed label (ignored pixels count as not foreground)
         with the mask, the accuracy of the labeled pixels, and ``pl_cell_correct``: per cell, the
@@ -509,6 +509,6 @@ class PseudoLabelEnv(gym.Env):
             "pl_iou_prior": iou(self.loop_bank.priors[row] > 0.5),
             "pl_iou_teacher": iou(pred["teacher_full"] > 0.5),
             "pl_iou_label": iou(fg_sel),
-            "pl_cell_correct": L.cell_fraction(((self._candidate(row, pred) > 0.5) == gt)
-                                            .astype(np.float32), self.grid_size).ravel(),
+            "pl_cell_correct": L.cell_fraction(((candidate > 0.5) == gt).astype(np.float32),
+                                               self.grid_size).ravel(),
         }

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from l2l_env.data.cache import atomic_write_bytes
-from segmenter.files import sweep_temporaries
 from l2l_env.data.types import RefSplit, ReferringSample
 from l2l_env.priors.base import Grounding, PriorProvider
+from segmenter.files import sweep_temporaries
 
 FORMAT = "l2l-priors/1"
 _SHARD_RE = re.compile(r"\.shard-(\d+)-of-(\d+)$")
