@@ -23,27 +23,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 SPLITS = ("val", "testA", "testB")
-ABLATIONS: dict[str, dict[str, Any]] = {
+RUNS: dict[str, dict[str, Any]] = {
     "full": {},
-    "no_prior": {"use_prior": False},
-    "no_text": {"use_text": False},
-    "no_guidance": {"use_guidance": False},
-}
-"""SegmenterConfig changes of each comparison run."""
-TRAINING: dict[str, dict[str, Any]] = {
+    "no_prior": {"config": {"use_prior": False}},
+    "no_text": {"config": {"use_text": False}},
+    "no_guidance": {"config": {"use_guidance": False}},
     "distractors": {"prior_swap": 0.3},
     "distractors_50": {"prior_swap": 0.5},
+    "warp": {"config": {"prior_warp": 0.3}},
+    "words": {"config": {"word_buckets": 4096}},
+    "words_no_prior": {"config": {"word_buckets": 4096, "use_prior": False}},
+    "robust": {"config": {"word_buckets": 4096, "prior_warp": 0.2}, "prior_swap": 0.3},
+    "robust_15": {"config": {"word_buckets": 4096, "prior_warp": 0.1}, "prior_swap": 0.15},
 }
-"""Training variants of the full model: ``prior_swap`` is the share of training samples whose prior
-is replaced by a soft box on another object of the same image (a simulated MLLM grounding error),
-so that the network learns when not to trust a prior."""
+"""Every run the benchmark knows: ``config`` are :class:`SegmenterConfig` changes from the default
+(ablations switch parts off; ``word_buckets`` adds learned word identities to the phrase's token
+features; ``prior_warp`` shifts, shrinks and grows training priors), ``prior_swap`` the share of
+training samples whose prior is replaced by a *mistake*: the simulated grounder's ``mistakes``
+preset, a jittered box on another object of the image (preferring ones that share the referent's
+attributes) or a misplaced box, so that the network learns when not to trust a prior."""
 
 
 @dataclass
@@ -52,7 +57,7 @@ class SplitArrays:
 
     images: np.ndarray
     masks: np.ndarray
-    priors: np.ndarray
+    priors: np.ndarray | None  # None: evaluate with no prior at all
     phrases: list[str]
     prior_right: np.ndarray  # bool: prior box IoU >= 0.5 with the true box
     no_prior: np.ndarray  # bool: the grounder gave no box
@@ -96,26 +101,16 @@ def _fallback_priors(samples: list, size: int, seed: int) -> tuple[np.ndarray, n
     return (py[:, :, None] * px[:, None, :]).astype(np.float32), boxes
 
 
-def other_object_priors(split: str, size: int, seed: int, num_train: int | None) -> np.ndarray:
-    """Per sample, a soft box on a random *other* object of its image (jittered like an MLLM
-    box): simulated grounding errors for ``fit(prior_swap=...)``. Samples whose image has no
-    other object get a flat no-prior map."""
+def mistake_priors(split: str, size: int, seed: int, num_train: int | None) -> np.ndarray:
+    """Per sample, a *wrong* soft prior drawn like a strong MLLM's errors
+    (:func:`l2l_env.priors.load_mistake_priors`): training priors for ``fit(prior_swap=...)``."""
     from l2l_env.data import load_split
-    from l2l_env.priors import proposal_maps
+    from l2l_env.priors import load_mistake_priors
 
     options = {} if num_train is None or split != "train" else {"num_train": num_train}
     split_seq = load_split("synthref", split, mode="per_sentence", **options)
-    rng = np.random.default_rng([seed, 7])
-    boxes = np.full((len(split_seq), 4), np.nan)
-    sizes = np.zeros((len(split_seq), 2))
-    for i in range(len(split_seq)):
-        ref, _ = split_seq.record(i)
-        others = [o.box for k, o in enumerate(ref.objects) if k != ref.referent]
-        if others:
-            box = np.array(others[rng.integers(len(others))], float)
-            boxes[i] = box + rng.normal(0, 0.05, 4) * box[[2, 3, 2, 3]]
-        sizes[i] = split_seq.table.load_image(ref.image_id).shape[:2]
-    return proposal_maps(boxes, size, size, "box", image_sizes=sizes)
+    table = load_mistake_priors("synthref", split, split_seq, seed=seed + 1)
+    return table.proposals([s.sample_id for s in split_seq], size, size, kind="box")
 
 
 def load_arrays(split: str, size: int, preset: str, seed: int, num_train: int | None
@@ -225,7 +220,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     total_steps = max(100, int(0.97 * budget_s / step_s))
     seg = Segmenter(cfg.replace(total_steps=total_steps), text_encoder=enc)
     swap = float(job.get("prior_swap", 0.0))
-    alt = (other_object_priors("train", cfg.image_size, job["prior_seed"], job["num_train"])
+    alt = (mistake_priors("train", cfg.image_size, job["prior_seed"], job["num_train"])
            if swap > 0 else None)
     result = fit(seg, train.images, train.priors, train.phrases, train.masks.astype(np.float32),
                  steps=total_steps, minutes=job["minutes"], batch_size=job["batch_size"],
@@ -233,6 +228,9 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
                  alt_priors=alt, prior_swap=swap)
     metrics = {"student": evaluate(seg, data, teacher=False),
                "teacher": evaluate(seg, data, teacher=True)}
+    if cfg.use_prior:  # the same model with no prior at all (the flat no-answer map)
+        blind = {k: replace(d, priors=None) for k, d in data.items()}
+        metrics["teacher_no_prior"] = evaluate(seg, blind, teacher=True)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "name": job["name"], "minutes_budget": job["minutes"], "prior_swap": swap,
@@ -299,7 +297,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"box has IoU >= 0.5 with the true box; wrong includes no-answer priors.", ""]
     head = ("| run | budget (min) | steps | train s | peak RSS MB | params | "
             + " | ".join(f"{s} mIoU | {s} oIoU" for s in SPLITS)
-            + " | val mIoU prior right | val mIoU prior wrong |")
+            + " | val mIoU prior right | val mIoU prior wrong | val mIoU no prior |")
     sep = "|" + "---|" * (head.count("|") - 1)
 
     def row(r: dict[str, Any]) -> str:
@@ -310,7 +308,23 @@ def markdown(results: dict[str, Any]) -> str:
         for s in SPLITS:
             cells += [_fmt(m[s]["mIoU"]), _fmt(m[s]["oIoU"])]
         cells += [_fmt(m["val"]["mIoU_prior_right"]), _fmt(m["val"]["mIoU_prior_wrong"])]
+        blind = r["metrics"].get(f"{which}_no_prior")
+        cells.append(_fmt(blind["val"]["mIoU"]) if blind else
+                     ("(trained without)" if not r["config"].get("use_prior", True) else "-"))
         return "| " + " | ".join(cells) + " |"
+
+    kinds = sorted({k for r in [results.get("main")] + results.get("comparison", []) if r
+                    for k in r["metrics"][which]["val"]["mIoU_by_kind"]})
+
+    def kind_row(r: dict[str, Any], label: str = "") -> list[str]:
+        out = []
+        own = "with its prior" if r["config"].get("use_prior", True) else "trained without prior"
+        for key, tag in ((which, own), (f"{which}_no_prior", "no prior")):
+            if key in r["metrics"]:
+                by = r["metrics"][key]["val"]["mIoU_by_kind"]
+                out.append(f"| {r['name']}{label} | {r['minutes_budget']:g} | {tag} | "
+                           + " | ".join(_fmt(by.get(k)) for k in kinds) + " |")
+        return out
 
     if results.get("main"):
         lines += ["## Full model", "", head, sep, row(results["main"]), ""]
@@ -323,6 +337,14 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("comparison"):
         lines += [f"## Ablations at equal budgets ({results['compare_minutes']} min each)", "",
                   head, sep] + [row(r) for r in results["comparison"]] + [""]
+    runs = ([results["main"]] if results.get("main") else []) + results.get("comparison", [])
+    if runs:
+        lines += ["## val mIoU by phrase kind", "",
+                  "| run | budget (min) | evaluated | " + " | ".join(kinds) + " |",
+                  "|" + "---|" * (3 + len(kinds))]
+        for r in runs:
+            lines += kind_row(r)
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -342,10 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-minutes", type=float, default=3.0,
                         help="training budget of each run in the ablation comparison (0: skip)")
     parser.add_argument("--compare", default="full,no_prior,no_text,no_guidance",
-                        help="comma-separated runs of the comparison, from "
-                             f"{list(ABLATIONS) + list(TRAINING)}")
-    parser.add_argument("--main", default="full", help="the training variant of the main run "
-                        f"(full or one of {list(TRAINING)})")
+                        help=f"comma-separated runs of the comparison, from {list(RUNS)}")
+    parser.add_argument("--main", default="full", help=f"the main run, one of {list(RUNS)}")
     parser.add_argument("--out", default="benchmarks/segmenter_results.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -371,14 +391,13 @@ def main(argv: list[str] | None = None) -> int:
 
     base = SegmenterConfig(**overrides).to_dict()
     names = [n for n in args.compare.split(",") if n]
-    unknown = [n for n in names if n not in ABLATIONS and n not in TRAINING]
+    unknown = [n for n in names + [args.main] if n not in RUNS]
     if unknown:
-        parser.error(f"unknown comparison run(s) {unknown}; expected some of "
-                     f"{list(ABLATIONS) + list(TRAINING)}")
+        parser.error(f"unknown run(s) {unknown}; expected some of {list(RUNS)}")
 
     def job(name: str, minutes: float) -> dict[str, Any]:
-        return {"name": name, "minutes": minutes, "config": {**base, **ABLATIONS.get(name, {})},
-                **TRAINING.get(name, {}),
+        return {"name": name, "minutes": minutes, "config": {**base, **RUNS[name].get("config", {})},
+                "prior_swap": RUNS[name].get("prior_swap", 0.0),
                 "threads": args.threads, "batch_size": args.batch_size, "preset": args.preset,
                 "prior_seed": args.prior_seed, "num_train": args.num_train,
                 "progress": not args.no_progress}

@@ -25,6 +25,15 @@ class SegmenterConfig:
     ``use_guidance`` (the per-stage guidance module; when off, the prior is a 4th input channel and
     the text FiLM-modulates each stage from its mean-pooled features, the plain baseline).
 
+    Reading the phrase: ``word_buckets`` > 0 adds a learned embedding of each token's id (hashed
+    into that many buckets) to its contextual features: a frozen sentence encoder keeps "left" and
+    "right" almost identical (cosine 0.89 in MiniLM), a learned identity does not.
+    ``text_head`` adds the phrase's own 1x1 kernel over the stride-4 decoder features to the
+    logits; ``spatial_context`` (maps per guided stage, 0 = off) gives every pixel what the
+    phrase-matched maps hold to its left, right, above and below. ``object_classes`` (one class
+    count per head) adds per-pixel classifiers of every object's attributes, trained with weight
+    ``object_weight`` when a batch brings their targets (``fit(objects=...)``).
+
     Training: AdamW (``lr``, ``weight_decay``), a linear learning-rate warm-up of
     ``lr_warmup_steps`` (named apart from a run's supervised burn-in, ``warmup_steps``), then a
     poly schedule over ``total_steps`` (``poly_power``; the rate never falls below
@@ -34,7 +43,9 @@ class SegmenterConfig:
     (``amp``, ``amp_dtype``). ``prior_swap`` is the chance that a labeled training sample sees a
     distractor prior instead of its own (a soft box on another object of its image: a simulated
     MLLM grounding error, so the network learns when not to trust a prior; the training data must
-    provide distractors, e.g. ``SampleBank.distractors``). ``prior_dropout`` is the chance that a training sample sees no prior,
+    provide distractors, e.g. ``SampleBank.distractors``). ``prior_warp`` is the chance that a
+    training prior is shifted, shrunk or grown about its centre (a loose or off-centre box;
+    :func:`segmenter.prior_noise.warp_priors`). ``prior_dropout`` is the chance that a training sample sees no prior,
     so the network learns to segment from the text when the prior is missing or wrong; a dropped
     (or absent) prior is the flat map ``no_prior_value`` (0.5, as ``l2l_env.priors`` renders "no
     answer").
@@ -66,8 +77,14 @@ class SegmenterConfig:
     use_prior: bool = True
     use_text: bool = True
     use_guidance: bool = True
+    word_buckets: int = 0
+    text_head: bool = False
+    spatial_context: int = 0
+    object_classes: tuple[int, ...] = ()
+    object_weight: float = 0.5
     prior_dropout: float = 0.2
     prior_swap: float = 0.0
+    prior_warp: float = 0.0
     no_prior_value: float = 0.5
     # optimisation
     lr: float = 2e-3
@@ -86,6 +103,7 @@ class SegmenterConfig:
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
+        self.object_classes = tuple(int(k) for k in self.object_classes)  # type: ignore[assignment]
         self.depths = tuple(int(d) for d in self.depths)  # type: ignore[assignment]
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
@@ -106,6 +124,13 @@ class SegmenterConfig:
                              f"'timm:<model name>', got {self.backbone!r}")
         if not 0.0 <= self.prior_swap <= 1.0:
             raise ValueError(f"SegmenterConfig.prior_swap must be in [0, 1], got {self.prior_swap}")
+        if self.word_buckets < 0:
+            raise ValueError(f"SegmenterConfig.word_buckets must be >= 0, got {self.word_buckets}")
+        if any(k < 1 for k in self.object_classes) or self.object_weight < 0:
+            raise ValueError(f"SegmenterConfig.object_classes must be positive class counts and "
+                             f"object_weight >= 0, got {self.object_classes}, {self.object_weight}")
+        if not 0.0 <= self.prior_warp <= 1.0:
+            raise ValueError(f"SegmenterConfig.prior_warp must be in [0, 1], got {self.prior_warp}")
         if not 0.0 <= self.prior_dropout <= 1.0:
             raise ValueError(f"SegmenterConfig.prior_dropout must be in [0, 1], "
                              f"got {self.prior_dropout}")

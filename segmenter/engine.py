@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segmenter.config import SegmenterConfig
@@ -18,6 +19,7 @@ from segmenter.ema import ema_update, make_teacher
 from segmenter.files import atomic_file
 from segmenter.loss import loss_terms
 from segmenter.model import GuidedSegNet
+from segmenter.prior_noise import warp_priors
 from segmenter.text import TextEncoder
 
 STATE_VERSION = 1
@@ -150,19 +152,33 @@ class Segmenter:
         """``(tokens (B, T, D) float, mask (B, T) bool)`` on the device, cached per phrase."""
         return self.text_encoder(list(phrases), self.device)
 
+    def token_ids(self, phrases: Sequence[str]) -> torch.Tensor | None:
+        """The phrases' token ids on the device when the network embeds word identities
+        (``word_buckets`` > 0), else ``None``."""
+        if not (self.config.use_text and self.config.word_buckets):
+            return None
+        return self.text_encoder.token_ids(list(phrases), self.device)
+
     def _logits(self, model: nn.Module, img: torch.Tensor, pri: torch.Tensor,
-                phrases: Sequence[str]) -> torch.Tensor:
+                phrases: Sequence[str], object_out: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
         tokens, mask = self.text_features(phrases) if self.config.use_text else (None, None)
+        extra: dict[str, Any] = {"ids": self.token_ids(phrases)}
+        if object_out is not None:
+            extra["object_out"] = object_out
         with self._autocast():
-            return model(img, pri, tokens, mask).float().squeeze(1)
+            return model(img, pri, tokens, mask, **extra).float().squeeze(1)
 
     # ------------------------------------------------------------------ training
     def train_step(self, images: np.ndarray, priors: np.ndarray | None, phrases: Sequence[str],
-                   targets: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+                   targets: np.ndarray, weights: np.ndarray | None = None,
+                   objects: np.ndarray | None = None) -> dict[str, float]:
         """One optimiser step on a batch; updates the EMA teacher.
 
         ``targets`` (B, H, W) in [0, 1]; ``weights`` (B, H, W) >= 0, 0 = ignored pixel (``None``:
-        all ones). Returns ``{"loss", "bce", "dice", "lr", "grad_norm"}``. Raises
+        all ones). ``objects`` (B, len(config.object_classes), H, W) int: per pixel the class of
+        the object there for each object head (0 background, -1 unknown/ignored), trained with
+        weight ``config.object_weight`` (``None``: those heads are not trained this step). Returns ``{"loss", "bce", "dice", "lr", "grad_norm"}``. Raises
         ``FloatingPointError`` naming the step on a non-finite loss or gradient; the model, the
         optimiser and the teacher are then left as they were before the step.
         """
@@ -180,6 +196,8 @@ class Segmenter:
         tgt = torch.from_numpy(np.clip(targets, 0.0, 1.0)).to(self.device)
         wgt = torch.from_numpy(weights).to(self.device)
         rng_state = self._generator.get_state()
+        if cfg.use_prior and cfg.prior_warp > 0:
+            pri = warp_priors(pri, cfg.prior_warp, self._generator, fill=0.0)
         if cfg.use_prior and cfg.prior_dropout > 0:
             keep = torch.rand(b, generator=self._generator) >= cfg.prior_dropout
             keep = keep.to(self.device).view(b, 1, 1, 1)
@@ -187,9 +205,21 @@ class Segmenter:
         self.model.train()
         buffers = [buf.detach().clone() for buf in self.model.buffers()]  # batch-norm statistics
         net = self.model if self.training_network is None else self.training_network
-        logits = self._logits(net, img, pri, phrases)
+        object_logits: list[torch.Tensor] | None = [] if objects is not None else None
+        logits = self._logits(net, img, pri, phrases, object_logits)
         terms = loss_terms(logits, tgt, wgt, cfg.bce_weight, cfg.dice_weight)
         loss = terms["loss"]
+        if object_logits:
+            obj = torch.from_numpy(np.asarray(objects, dtype=np.int64)).to(self.device)
+            if obj.shape != (b, len(object_logits), size, size):
+                raise ValueError(f"objects must be (B, {len(object_logits)}, {size}, {size}), "
+                                 f"got {tuple(obj.shape)}")
+            ce = sum(F.cross_entropy(F.interpolate(o.float(), size=(size, size), mode="bilinear",
+                                                   align_corners=False), obj[:, i],
+                                     ignore_index=-1)
+                     for i, o in enumerate(object_logits))
+            terms["objects"] = ce
+            loss = loss + cfg.object_weight * ce
         if not torch.isfinite(loss):
             self._undo(buffers, rng_state)
             raise FloatingPointError(
@@ -215,8 +245,11 @@ class Segmenter:
         self.scheduler.step()
         ema_update(self.teacher, self.model, cfg.ema_momentum)
         self._step += 1
-        return {"loss": loss.item(), "bce": terms["bce"].item(), "dice": terms["dice"].item(),
-                "lr": float(lr), "grad_norm": float(grad_norm)}
+        out = {"loss": loss.item(), "bce": terms["bce"].item(), "dice": terms["dice"].item(),
+               "lr": float(lr), "grad_norm": float(grad_norm)}
+        if "objects" in terms:
+            out["objects"] = float(terms["objects"].item())
+        return out
 
     @torch.no_grad()
     def _undo(self, buffers: list[torch.Tensor], rng_state: torch.Tensor) -> None:
@@ -269,7 +302,7 @@ class Segmenter:
         tokens, mask = self.text_features(phrases) if cfg.use_text else (None, None)
         trust: list[torch.Tensor] = []
         with torch.inference_mode(), self._autocast():
-            model(img, pri, tokens, mask, trust_out=trust)
+            model(img, pri, tokens, mask, trust_out=trust, ids=self.token_ids(phrases))
         return torch.stack(trust, 1).float().cpu().numpy()
 
     # ------------------------------------------------------------------ checkpoints

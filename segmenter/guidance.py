@@ -7,7 +7,12 @@
   with the visual features is the multimodal signal (token level, so spatial words can act);
 * **learned prior trust** -- the visual features pooled under the prior are compared with the
   sentence feature; a sigmoid of that agreement scales the prior before it is embedded, so the
-  network can learn *when* to rely on the prior (it can turn down a prior on the wrong object).
+  network can learn *when* to rely on the prior (it can turn down a prior on the wrong object);
+* **spatial context** (``spatial_context`` maps) -- the multimodal signal is read out as a few
+  phrase-conditioned "match" maps, and :func:`directional_context` tells every pixel what matches
+  lie to its left, right, above and below (is there any, and what share of the matched mass):
+  the comparisons behind "leftmost", "third from the top" and "above the blue star", which a
+  convolution sees only locally.
 
 :class:`FiLMBlock` is the plain baseline used when guidance is switched off: the mean-pooled
 sentence feature scales and shifts the channels.
@@ -26,13 +31,35 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+def directional_context(maps: torch.Tensor) -> torch.Tensor:
+    """For (B, K, h, w) maps in [0, 1]: per pixel and direction (left, right, up, down), the
+    largest value strictly on that side along its row/column, and the share of the map's mass
+    there. Returns (B, 8K, h, w)."""
+    out = []
+    for dim in (3, 2):  # along x (left / right), then along y (up / down)
+        n = maps.shape[dim]
+        total = maps.sum(dim, keepdim=True).clamp_min(1e-6)
+        for flip in (False, True):
+            m = maps.flip(dim) if flip else maps
+            # exclusive prefix: shift by one so a pixel never sees itself
+            shifted = torch.cat([torch.zeros_like(m.narrow(dim, 0, 1)), m.narrow(dim, 0, n - 1)],
+                                dim)
+            peak = torch.cummax(shifted, dim).values
+            share = shifted.cumsum(dim) / total
+            if flip:
+                peak, share = peak.flip(dim), share.flip(dim)
+            out += [peak, share]
+    return torch.cat(out, 1)
+
+
 class GuidanceBlock(nn.Module):
     """Per-stage guidance from the prior map and the text tokens (see the module docstring)."""
 
     def __init__(self, channels: int, text_dim: int, *, use_text: bool, use_prior: bool,
-                 coord_channels: bool = True) -> None:
+                 coord_channels: bool = True, spatial_context: int = 0) -> None:
         super().__init__()
         self.use_text = use_text
+        self.spatial_context = spatial_context if use_text else 0
         self.use_prior = use_prior
         self.coord_channels = coord_channels
         c = channels
@@ -43,6 +70,11 @@ class GuidanceBlock(nn.Module):
             self.key = nn.Linear(text_dim, c)
             self.value = nn.Linear(text_dim, c)
             self.visual = nn.Conv2d(c, c, 1)
+            parts.append(c)
+        if self.spatial_context:
+            k = self.spatial_context
+            self.match = nn.Conv2d(c, k, 1)
+            self.context = nn.Sequential(nn.Conv2d(9 * k, c, 1), nn.ReLU(inplace=True))
             parts.append(c)
         if use_prior:
             self.trust = nn.Sequential(nn.Linear(3 * c if use_text else c, c),
@@ -76,8 +108,12 @@ class GuidanceBlock(nn.Module):
             logits = torch.bmm(q, k.transpose(1, 2)) / c ** 0.5
             logits = logits.masked_fill(~mask.unsqueeze(1), torch.finfo(logits.dtype).min)
             lang = torch.bmm(logits.softmax(-1), v).transpose(1, 2).reshape(b, c, h, w)
-            parts.append(self.visual(x) * lang)
+            multimodal = self.visual(x) * lang
+            parts.append(multimodal)
             sentence = masked_mean(v, mask)
+            if self.spatial_context:
+                match = torch.sigmoid(self.match(multimodal))
+                parts.append(self.context(torch.cat([match, directional_context(match)], 1)))
         if self.use_prior:
             mass = prior.flatten(1).sum(1, keepdim=True).clamp_min(1e-3)
             pooled = (x * prior).flatten(2).sum(2) / mass  # B, C: what the prior points at

@@ -8,7 +8,7 @@ from torch import nn
 
 from segmenter.backbone import build_encoder, conv_bn_relu
 from segmenter.config import SegmenterConfig
-from segmenter.guidance import FiLMBlock, GuidanceBlock
+from segmenter.guidance import FiLMBlock, GuidanceBlock, masked_mean
 
 
 def coordinate_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -27,6 +27,7 @@ class TopDownDecoder(nn.Module):
     def __init__(self, channels: list[int], width: int, detail_channels: dict[int, int],
                  refine_stride: int) -> None:
         super().__init__()
+        self.width = self.out_channels = width
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
         self.smooth = nn.ModuleList(conv_bn_relu(width, width) for _ in channels[:-1])
         self.refine_strides = [s for s in (2, 1) if s >= refine_stride and s in detail_channels]
@@ -38,20 +39,28 @@ class TopDownDecoder(nn.Module):
             self.reduce[str(stride)] = nn.Conv2d(cin, fine, 1)
             self.fuse[str(stride)] = conv_bn_relu(fine + detail_channels[stride], fine)
             cin = fine
+        self.out_channels = cin
         self.head = nn.Conv2d(cin, 1, 1)
 
-    def forward(self, feats: list[torch.Tensor], details: dict[int, torch.Tensor],
-                size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], details: dict[int, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(coarse, fine)``: the top-down features at stride 4 (``width`` channels) and the
+        last, finest decoder features (``out_channels``)."""
         x = self.lateral[-1](feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
             x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False) + lat
             x = self.smooth[i](x)
+        coarse = x
         for stride in self.refine_strides:
             detail = details[stride]
             x = F.interpolate(self.reduce[str(stride)](x), size=detail.shape[-2:], mode="bilinear",
                               align_corners=False)
             x = self.fuse[str(stride)](torch.cat([x, detail], 1))
+        return coarse, x
+
+    def logits(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The 1x1 head on the decoder's last features, upsampled to ``size``."""
         logits = self.head(x)
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
@@ -93,20 +102,37 @@ class GuidedSegNet(nn.Module):
         if cfg.use_text:
             self.text_proj = nn.Sequential(nn.LayerNorm(text_in_dim),
                                            nn.Linear(text_in_dim, cfg.text_dim), nn.GELU())
+        self.word_buckets = cfg.word_buckets if cfg.use_text else 0
+        if self.word_buckets:  # which word it is, learned: contextual features blur "left"/"right"
+            self.word_embed = nn.Embedding(self.word_buckets, cfg.text_dim)
+            nn.init.normal_(self.word_embed.weight, std=0.02)
         if cfg.use_guidance:
             self.guides = nn.ModuleList(
                 GuidanceBlock(c, cfg.text_dim, use_text=cfg.use_text, use_prior=cfg.use_prior,
-                              coord_channels=cfg.coord_channels) for c in channels)
+                              coord_channels=cfg.coord_channels,
+                              spatial_context=cfg.spatial_context) for c in channels)
         elif cfg.use_text:
             self.films = nn.ModuleList(FiLMBlock(c, cfg.text_dim) for c in channels)
         self.decoder = TopDownDecoder(channels, cfg.decoder_width, self.encoder.detail_channels,
                                       cfg.refine_stride)
+        # per-pixel classifiers of every object's attributes (0 = background): auxiliary targets
+        # from the labeled images' object annotations, so the features learn what phrases name
+        self.object_heads = nn.ModuleList(nn.Conv2d(self.decoder.width, k + 1, 1)
+                                          for k in cfg.object_classes)
+        self.text_head = cfg.text_head and cfg.use_text
+        if self.text_head:  # the phrase's own 1x1 kernel over the decoder's last features
+            self.kernel = nn.Linear(cfg.text_dim, self.decoder.width + 1)
+            nn.init.zeros_(self.kernel.weight)
+            nn.init.zeros_(self.kernel.bias)
 
     def forward(self, images: torch.Tensor, priors: torch.Tensor, tokens: torch.Tensor | None,
-                mask: torch.Tensor | None, trust_out: list[torch.Tensor] | None = None
+                mask: torch.Tensor | None, trust_out: list[torch.Tensor] | None = None,
+                object_out: list[torch.Tensor] | None = None, ids: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """``images`` (B, 3, H, W) in [0, 1]; ``priors`` (B, 1, H, W); ``tokens`` (B, T, D).
-        ``trust_out`` collects each guided stage's learned prior trust (B,)."""
+        """``images`` (B, 3, H, W) in [0, 1]; ``priors`` (B, 1, H, W); ``tokens`` (B, T, D);
+        ``ids`` (B, T) the tokens' ids (needed when ``word_buckets`` > 0).
+        ``trust_out`` collects each guided stage's learned prior trust (B,); ``object_out`` the
+        logits (B, k + 1, h, w) of each object-attribute head."""
         b, _, h, w = images.shape
         x = (images - self.pixel_mean) / self.pixel_std
         coords = coordinate_grid(h, w, x.device, x.dtype)
@@ -120,6 +146,12 @@ class GuidedSegNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x, details = self.encoder.stem(x)
         words = self.text_proj(tokens) if self.use_text else None
+        if self.word_buckets:
+            if ids is None or ids.shape != tokens.shape[:2]:
+                raise ValueError(f"word_buckets > 0 needs token ids shaped like the tokens "
+                                 f"{tuple(tokens.shape[:2])}, got "
+                                 f"{None if ids is None else tuple(ids.shape)}")
+            words = words + self.word_embed(ids % self.word_buckets)
         feats = []
         if hasattr(self.encoder, "stages"):  # guidance between the stages
             for i, stage in enumerate(self.encoder.stages):
@@ -128,7 +160,18 @@ class GuidedSegNet(nn.Module):
         else:  # a pretrained backbone runs whole; each stage's output is guided
             feats = [self.guide(i, f, words, mask, priors, coords, trust_out)
                      for i, f in enumerate(self.encoder.features(x))]
-        return self.decoder(feats, details, (h, w))
+        coarse, fine = self.decoder(feats, details)
+        if object_out is not None:
+            object_out.extend(head(coarse) for head in self.object_heads)
+        logits = self.decoder.logits(fine, (h, w))
+        if self.text_head:  # the phrase's own 1x1 kernel over the stride-4 features
+            kernel = self.kernel(masked_mean(words, mask))  # B, C + 1
+            dynamic = torch.einsum("bchw,bc->bhw", coarse, kernel[:, :-1]) + kernel[:, -1, None, None]
+            dynamic = dynamic.unsqueeze(1) / coarse.shape[1] ** 0.5
+            if dynamic.shape[-2:] != (h, w):
+                dynamic = F.interpolate(dynamic, size=(h, w), mode="bilinear", align_corners=False)
+            logits = logits + dynamic
+        return logits
 
     def guide(self, i: int, x: torch.Tensor, words: torch.Tensor | None, mask: torch.Tensor | None,
               priors: torch.Tensor, coords: torch.Tensor,

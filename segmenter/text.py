@@ -102,6 +102,16 @@ class TextEncoder(nn.Module):
             mask[i, :f.shape[0]] = True
         return tokens.to(device), mask.to(device)
 
+    def token_ids(self, phrases: Sequence[str], device: torch.device | str = "cpu"
+                  ) -> torch.Tensor:
+        """(B, T) int64 token ids of ``phrases``, aligned with :meth:`forward`'s features (the
+        same tokenisation and truncation; padded with 0 to the batch's longest phrase)."""
+        ids = self.tokenizer(list(phrases), truncation=True, max_length=self.max_tokens)["input_ids"]
+        out = torch.zeros(len(ids), max(len(i) for i in ids), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            out[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return out.to(device)
+
     def cache_size_now(self) -> int:
         """How many distinct phrases are cached."""
         return len(self._cache)

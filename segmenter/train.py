@@ -51,7 +51,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         seed: int = 0, eval_fn: Callable[[Segmenter], dict[str, float]] | None = None,
         eval_every: int = 0, log_every: int = 50, progress: bool = True,
         desc: str = "train", alt_priors: np.ndarray | None = None,
-        prior_swap: float | None = None) -> FitResult:
+        prior_swap: float | None = None, objects: np.ndarray | None = None) -> FitResult:
     """Train ``segmenter`` on arrays for ``steps`` optimiser steps and/or ``minutes`` of wall time
     (whichever ends first; at least one must be given).
 
@@ -62,6 +62,9 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     ``alt_priors`` (N, H, W) are *wrong* priors (e.g. a soft box on another object of the image)
     that replace a sample's prior with probability ``prior_swap``: simulated grounding errors, so
     the network sees enough of them to learn when not to trust a prior.
+
+    ``objects`` (N, heads, H, W) int are the targets of the segmenter's object-attribute heads
+    (see :meth:`Segmenter.train_step`); ``None`` leaves those heads untrained.
     """
     if prior_swap is None:  # the segmenter's own setting, where distractors are given
         prior_swap = segmenter.config.prior_swap if alt_priors is not None else 0.0
@@ -73,7 +76,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         raise ValueError("fit needs steps= or minutes= (or both)")
     n = len(phrases)
     for name, arr in (("images", images), ("priors", priors), ("targets", targets),
-                      ("weights", weights), ("alt_priors", alt_priors)):
+                      ("weights", weights), ("alt_priors", alt_priors), ("objects", objects)):
         if arr is not None and len(arr) != n:
             raise ValueError(f"fit: {name} has {len(arr)} entries but there are {n} phrases")
     phrases = list(phrases)
@@ -97,7 +100,8 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
                 batch_priors = np.where(swap[:, None, None], alt_priors[idx], batch_priors)
             out = segmenter.train_step(
                 images[idx], batch_priors, [phrases[i] for i in idx],
-                targets[idx], None if weights is None else weights[idx])
+                targets[idx], None if weights is None else weights[idx],
+                None if objects is None else objects[idx])
             taken += 1
             for k, v in out.items():
                 running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v

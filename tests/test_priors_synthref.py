@@ -63,3 +63,22 @@ def test_report_on_synthref(l2l_cache, prior_dir, capsys):
         # a box is not a shape, but the right box covers the shape well; wrong boxes cost mIoU
         assert 0.5 < perfect[split]["proposal_mIoU"] < 0.95
         assert default[split]["proposal_mIoU"] < perfect[split]["proposal_mIoU"]
+
+
+def test_mistake_priors_are_wrong_and_mostly_on_a_similar_object(splits, prior_dir):
+    from l2l_env.priors import box_iou, load_mistake_priors
+
+    samples = splits["testA"]  # testA: distractors share the referent's shape
+    table = load_mistake_priors("synthref", "testA", samples, cache_dir=prior_dir, seed=1)
+    records = RefSplit(samples.table, "per_sentence")
+    on_object = similar = 0
+    for s in records[:300]:
+        box = table.get(s.sample_id).box
+        assert box is not None and box_iou(box, s.box) < 0.5  # every one is a mistake
+        others = [o for k, o in enumerate(s.objects) if k != s.referent]
+        hit = max(others, key=lambda o: box_iou(box, o.box), default=None)
+        if hit is not None and box_iou(box, hit.box) >= 0.5:
+            on_object += 1
+            similar += hit.category == s.objects[s.referent].category
+    assert on_object >= 0.6 * 300  # three in four aim at another object
+    assert similar >= 0.5 * on_object  # preferring one of the referent's shape

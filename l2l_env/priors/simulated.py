@@ -86,6 +86,10 @@ PRESETS: dict[str, SimPreset] = {
                                   score_wrong=0.2, score_spread=1.0),
     "kosmos-2": SimPreset("kosmos-2", _acc(52.3, 57.4, 47.3), jitter=0.11, wrong_object=0.5,
                           no_answer=0.05, score_correct=0.9, score_wrong=0.2, score_spread=1.0),
+    # Only errors, distributed like a strong MLLM's: training priors that teach the segmenter when
+    # not to trust one (a distractor sharing the referent's attributes, or a misplaced box).
+    "mistakes": SimPreset("mistakes", _acc(0.0, 0.0, 0.0), jitter=0.06, wrong_object=0.75,
+                          no_answer=0.0, score_correct=1.8, score_wrong=0.5, score_spread=0.9),
     "perfect": SimPreset("perfect", _acc(100.0, 100.0, 100.0), jitter=0.0, wrong_object=0.0,
                          no_answer=0.0, score_correct=math.inf, score_spread=0.0),
 }

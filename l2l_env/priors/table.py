@@ -118,3 +118,20 @@ def load_priors(dataset: str, split: str, samples: RefSplit, provider: str = "si
                    header={"dataset": dataset, "split": split}, progress=progress, done=entries)
     entries = read_priors(path)
     return PriorTable({sid: entries.groundings[sid] for sid in source.ids}, path=path)
+
+
+MISTAKES_PRESET = "mistakes"
+"""The simulated grounder's preset that only errs (see ``l2l_env.priors.simulated.PRESETS``)."""
+
+
+def load_mistake_priors(dataset: str, split: str, samples: RefSplit, *,
+                        cache_dir: str | os.PathLike | None = None, seed: int = 0,
+                        progress: bool = False) -> PriorTable:
+    """Wrong priors for every sentence of ``samples``, drawn like a strong MLLM's errors: three in
+    four a jittered box on another object of the image (preferring objects that share the
+    referent's category and attributes), the rest a misplaced box. The segmenter's training
+    swaps them in (``prior_swap``) so that it learns when not to trust a prior. Needs the
+    samples' annotated objects (SynthRef scenes, the refer data's ``instances.json``); cached
+    like any prior table."""
+    return load_priors(dataset, split, samples, "simulated", cache_dir=cache_dir,
+                       progress=progress, preset=MISTAKES_PRESET, seed=seed)
