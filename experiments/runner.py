@@ -246,7 +246,8 @@ class Runner:
 
             swap = self.segmenter.config.prior_swap > 0
             self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
-                                   distractor_seed=env_cfg.split_seed if swap else None)
+                                   distractor_seed=env_cfg.split_seed if swap else None,
+                                   cache_root=env_cfg.cache_dir)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
         self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)
@@ -300,7 +301,7 @@ class Runner:
             self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
             self.quick_eval(step=0, tag="warmup")
             return
-        targets = bank.masks.astype(np.float32)
+        targets = bank.masks
         batch = max(1, min(self.cfg.warmup_batch, len(bank)))
         piece = self.cfg.checkpoint_every or total
         bar = tqdm(total=total, initial=done, desc="warm-up", disable=not self.progress)

@@ -39,7 +39,7 @@ def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int) -> None:
     """Supervised burn-in: ``steps`` optimiser steps on the labeled bank (batches of up to 32)."""
     from segmenter import fit
 
-    fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks.astype(np.float32),
+    fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks,
         steps=steps, batch_size=max(1, min(32, len(labeled))), seed=seed, progress=False,
         desc="warm-up", alt_priors=labeled.distractors)
 

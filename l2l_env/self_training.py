@@ -56,8 +56,8 @@ class SelfTrainer:
         from l2l_env.metrics import iou
 
         probe = self.probe
-        probs = self.segmenter.predict(probe.images, probe.priors, probe.phrases)
-        return float(iou(probs > 0.5, probe.masks).mean())
+        probs = self.segmenter.predict(probe.images[:], probe.priors[:], probe.phrases)
+        return float(iou(probs > 0.5, probe.masks[:]).mean())
 
     def update(self, rng: np.random.Generator) -> dict[str, float]:
         """Train on the pending labels (cleared) plus labeled batches drawn with ``rng``; returns
