@@ -118,7 +118,7 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         images = train_image_store(table, image_size, cache_root)
     if images.size != image_size:
         raise ValueError(f"image store of size {images.size} for a bank of size {image_size}")
-    sample_ids, phrases, image_rows, ref_index, loaders = [], [], [], [], []
+    sample_ids, phrases, image_rows, ref_index, records = [], [], [], [], []
     row_of_ref: dict[int, list[int]] = {}
     ref_position: dict[int, int] = {}
     rng = np.random.default_rng([distractor_seed or 0, 11])
@@ -138,8 +138,8 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         sample_ids.append(f"{ref.ref_id}:{sent_id}")
         phrases.append(text)
         if ref.ref_id not in ref_position:
-            ref_position[ref.ref_id] = len(loaders)
-            loaders.append(ref.load_mask)
+            ref_position[ref.ref_id] = len(records)
+            records.append(ref)
         ref_index.append(ref_position[ref.ref_id])
         row_of_ref.setdefault(ref.ref_id, []).append(row)
     ref_rows = list(row_of_ref.values())
@@ -155,7 +155,7 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         prior_grid=GridRows(prior_maps, grid_size),
         no_prior=np.asarray(priors.no_prior(sample_ids), dtype=bool),
         ref_rows=ref_rows,
-        masks=MaskRows(loaders, np.array(ref_index, dtype=np.int64), image_size) if with_masks else None,
+        masks=MaskRows(records, np.array(ref_index, dtype=np.int64), image_size) if with_masks else None,
         distractors=distractors)
 
 

@@ -431,12 +431,12 @@ class BoxRows(RowSource):
 # --------------------------------------------------------------------------- masks
 
 class MaskRows(RowSource):
-    """Ground-truth masks: row ``r`` is ``loaders[refs[r]]()`` (an HxW mask decoded from its
-    annotation) resized to ``size`` by nearest neighbour, bool."""
+    """Ground-truth masks: row ``r`` is ``records[refs[r]].load_mask()`` (an HxW mask decoded
+    from its annotation: polygons or RLE through pycocotools, SynthRef's label maps) resized to
+    ``size`` by nearest neighbour, bool."""
 
-    def __init__(self, loaders: Sequence[Callable[[], np.ndarray]], refs: np.ndarray,
-                 size: int) -> None:
-        self.loaders, self.refs, self.size = loaders, np.asarray(refs, dtype=np.int64), int(size)
+    def __init__(self, records: Sequence[Any], refs: np.ndarray, size: int) -> None:
+        self.records, self.refs, self.size = records, np.asarray(refs, dtype=np.int64), int(size)
         self.dtype, self.row_shape = np.dtype(bool), (self.size, self.size)
         self.count = len(self.refs)
 
@@ -448,11 +448,11 @@ class MaskRows(RowSource):
         for i, ref in enumerate(self.refs[rows]):
             ref = int(ref)
             if ref not in decoded:
-                mask = np.asarray(self.loaders[ref](), dtype=bool)
+                mask = np.asarray(self.records[ref].load_mask(), dtype=bool)
                 decoded[ref] = resize_masks(mask[None], self.size)[0]
             out[i] = decoded[ref]
         return out
 
     def take(self, rows: Sequence[int] | np.ndarray) -> MaskRows:
         rows = _rows_of(np.asarray(rows, dtype=np.int64), self.count)
-        return MaskRows(self.loaders, self.refs[rows], self.size)
+        return MaskRows(self.records, self.refs[rows], self.size)
