@@ -257,12 +257,23 @@ class Runner:
 
     def encode_phrases(self, cache_root: str | None) -> None:
         """Encode every phrase of the run once, in a fixed order; the features of a frozen encoder
-        are kept on disk, keyed by the encoder and the phrases, so later runs read them."""
+        are kept on disk, keyed by the encoder and the phrases, so later runs read them.
+
+        Only when every phrase fits in the encoder's LRU cache (``segmenter.text_cache_size``):
+        a larger data set (RefCOCO at full size) would evict most of them again, so its phrases
+        are encoded on first use instead and memory stays bounded by the cache. (Then a resumed
+        run encodes in other batches than the uninterrupted one, which may change the last bits
+        of a phrase's features.)"""
         import io
 
         from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
 
         seg = self.segmenter
+        if len(self.phrases) > int(seg.config.text_cache_size):
+            self.data_info["text_features"] = (
+                f"encoded on first use ({len(self.phrases)} phrases > text_cache_size "
+                f"{seg.config.text_cache_size})")
+            return
         key = config_key({"encoder": seg.config.text_encoder, "max_tokens": seg.config.max_tokens,
                           "phrases": config_key(self.phrases, 32)})
         file = cache_dir(cache_root) / "text" / f"features-{key}.pt"

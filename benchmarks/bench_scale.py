@@ -1,0 +1,281 @@
+"""Scale benchmark of the data path: peak memory, start-up time and loop speed against the number
+of images, on a synthetic data set in the exact refer layout.
+
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 500 2000 8000] [--steps 256]
+        [--root runs/scale_data] [--out benchmarks/scale]
+
+For each N it writes (once) ``ROOT/refcoco-N``: ``refcoco/instances.json`` (polygon and
+compressed-RLE annotations), ``refcoco/refs(unc).p`` (three referred objects per image, three
+sentences each; images split 85/5/5/5 into train/val/testA/testB) and N JPEG images of 640x480
+under ``images/mscoco/images/train2014`` (hard links into one shared pool). Then, per N, two
+fresh child processes each build the run of the ``refcoco_5pct`` config exactly as ``l2l-run``
+does (``Runner.prepare``: tables, priors, label split, env, segmenter), reset the env and take
+``--steps`` loop steps with the ``threshold`` agent:
+
+* the *cold* child starts with an empty cache folder (it computes the priors and packs the image
+  cache), the *warm* one reuses them;
+* ``startup_s``: warm, from the child's start (imports included) to the end of its first env
+  step; ``cold_startup_s`` the same for the cold child;
+* ``peak_rss_mb``: ``ru_maxrss`` of the warm child (``os.wait4`` of that child alone);
+  ``cold_peak_rss_mb`` of the cold one;
+* ``steps_per_s``: env steps after the first one per second (warm child).
+
+Settings that keep it affordable on a 2-core CPU (they change no data-path cost): a tiny random
+Swin through ``hf:`` (saved with ``save_pretrained``), the MiniLM text encoder frozen with an LRU of
+2048 phrases, simulated priors, segmenter input 128 px (images stay 640x480 on disk and are
+decoded and resized from them), device cpu, 2 threads, no warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+T_START = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 640, 480
+COLOURS = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 70, 200),
+           "yellow": (220, 200, 40), "purple": (130, 50, 160), "orange": (230, 130, 30)}
+SHAPES = ("box", "ball")
+SPLITS = (("train", 0.85), ("val", 0.05), ("testA", 0.05), ("testB", 0.05))
+
+
+# --------------------------------------------------------------------------- the data set
+
+def _objects(image_id: int) -> list[dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng([image_id, 7])
+    out = []
+    for k in range(3):
+        w, h = (int(v) for v in rng.integers(60, 260, 2))
+        x, y = int(rng.integers(0, WIDTH - w)), int(rng.integers(0, HEIGHT - h))
+        out.append({"box": (x, y, w, h), "shape": SHAPES[int(rng.integers(2))],
+                    "colour": list(COLOURS)[int(rng.integers(len(COLOURS)))]})
+    return out
+
+
+def _polygon(obj: dict[str, Any]) -> list[float]:
+    import numpy as np
+
+    x, y, w, h = obj["box"]
+    if obj["shape"] == "box":
+        return [x, y, x + w, y, x + w, y + h, x, y + h]
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    pts = np.stack([x + w / 2 + (w / 2) * np.cos(t), y + h / 2 + (h / 2) * np.sin(t)], 1)
+    return [round(float(v), 2) for v in pts.ravel()]
+
+
+def _write_image(path: Path, image_id: int) -> None:
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng([image_id, 3])
+    top, bottom = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+    ramp = np.linspace(0.0, 1.0, HEIGHT)[:, None, None]
+    base = (top * (1 - ramp) + bottom * ramp).astype(np.uint8)
+    img = Image.fromarray(np.broadcast_to(base, (HEIGHT, WIDTH, 3)).copy())
+    draw = ImageDraw.Draw(img)
+    for obj in _objects(image_id):
+        x, y, w, h = obj["box"]
+        (draw.rectangle if obj["shape"] == "box" else draw.ellipse)(
+            [x, y, x + w, y + h], fill=COLOURS[obj["colour"]])
+    img.save(path, quality=90)
+
+
+def write_dataset(root: Path, pool: Path, n_images: int) -> Path:
+    """The refer layout of ``n_images`` images under ``root`` (skipped when already complete)."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    done = root / "refcoco" / "COMPLETE"
+    if done.is_file():
+        return root
+    image_dir = root / "images" / "mscoco" / "images" / "train2014"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    pool.mkdir(parents=True, exist_ok=True)
+    images, anns, refs = [], [], []
+    sent_id = 0
+    for image_id in range(1, n_images + 1):
+        name = f"COCO_train2014_{image_id:012d}.jpg"
+        if not (pool / name).is_file():
+            _write_image(pool / name, image_id)
+        if not (image_dir / name).exists():
+            os.link(pool / name, image_dir / name)
+        images.append({"id": image_id, "file_name": name, "width": WIDTH, "height": HEIGHT})
+        u = np.random.default_rng([image_id, 5]).random()
+        split = next(s for s, edge in zip((s for s, _ in SPLITS),
+                                          np.cumsum([p for _, p in SPLITS])) if u < edge)
+        for k, obj in enumerate(_objects(image_id)):
+            ann_id = image_id * 10 + k
+            poly = _polygon(obj)
+            if k == 2:  # every third annotation as compressed RLE, like COCO's crowd masks
+                rle = mask_utils.merge(mask_utils.frPyObjects([poly], HEIGHT, WIDTH))
+                seg: Any = {"size": [HEIGHT, WIDTH], "counts": rle["counts"].decode("ascii")}
+            else:
+                seg = [poly]
+            anns.append({"id": ann_id, "image_id": image_id, "bbox": list(obj["box"]),
+                         "category_id": 1 + SHAPES.index(obj["shape"]), "segmentation": seg,
+                         "area": float(obj["box"][2] * obj["box"][3]), "iscrowd": 0})
+            side = "left" if obj["box"][0] + obj["box"][2] / 2 < WIDTH / 2 else "right"
+            texts = (f"the {obj['colour']} {obj['shape']} on the {side}",
+                     f"{obj['colour']} {obj['shape']} number {k} in picture {image_id}",
+                     f"{side} {obj['shape']} {image_id % 97}")
+            sentences = []
+            for text in texts:
+                sentences.append({"tokens": text.split(), "raw": text, "sent": text,
+                                  "sent_id": sent_id})
+                sent_id += 1
+            refs.append({"ref_id": ann_id, "ann_id": ann_id, "image_id": image_id,
+                         "split": split, "sentences": sentences,
+                         "sent_ids": [s["sent_id"] for s in sentences],
+                         "category_id": 1 + SHAPES.index(obj["shape"]), "file_name": name})
+    (root / "refcoco").mkdir(parents=True, exist_ok=True)
+    categories = [{"id": 1 + i, "name": s, "supercategory": "thing"} for i, s in enumerate(SHAPES)]
+    (root / "refcoco" / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": categories}))
+    with open(root / "refcoco" / "refs(unc).p", "wb") as fh:
+        pickle.dump(refs, fh, protocol=2)
+    done.write_text(f"{n_images}\n")
+    return root
+
+
+def write_backbone(folder: Path) -> Path:
+    if not (folder / "config.json").is_file():
+        from transformers import SwinConfig, SwinModel
+
+        SwinModel(SwinConfig(image_size=128, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1],
+                             num_heads=[1, 1, 1, 1], window_size=4)).save_pretrained(folder)
+    return folder
+
+
+# --------------------------------------------------------------------------- one measurement
+
+def child(data_root: Path, cache: Path, backbone: Path, out: Path, steps: int) -> dict[str, Any]:
+    """Build the run of ``refcoco_5pct`` as ``l2l-run`` does, then take ``steps`` env steps."""
+    import numpy as np
+    import torch
+
+    from experiments import config as C
+    from experiments.runner import Runner
+
+    flags = {"data_root": str(data_root), "out": str(out), "device": "cpu", "cache_dir": str(cache),
+             "prior": "simulated/qwen2.5-vl-7b", "agent": "threshold", "progress": False}
+    overrides = [f'split_dir="{cache}/splits"', f'segmenter.backbone="hf:{backbone}"',
+                 'segmenter.text_encoder="minilm"', "segmenter.freeze_text=true",
+                 "segmenter.text_cache_size=2048", "segmenter.image_size=128",
+                 "warmup_steps=0", "threads=2", "eval_every=0", "log_images=0"]
+    cfg = C.load_config("refcoco_5pct", flags, overrides)
+    resolved = C.validate(cfg, check_paths=True)
+    torch.set_num_threads(cfg.threads)
+    runner = Runner(cfg, C.resolved_dict(cfg, resolved))
+    runner.prepare()
+    env = runner.env
+    agent = runner.make_agent()
+    obs, _ = env.reset(seed=cfg.seed)
+    obs, *_ = env.step(agent.act(obs, deterministic=True))
+    t_first = time.perf_counter()
+    startup = t_first - T_START
+    for _ in range(steps - 1):
+        obs, _, term, trunc, _ = env.step(agent.act(obs, deterministic=True))
+        if term or trunc:
+            obs, _ = env.reset()
+    loop_s = time.perf_counter() - t_first
+    info = runner.data_info
+    u = env.unwrapped
+    return {"startup_s": round(startup, 2), "steps": steps, "loop_s": round(loop_s, 2),
+            "steps_per_s": round((steps - 1) / loop_s, 3),
+            "n_sentences": int(info.get("train_sentences", 0)),
+            "train_images": len(u.label_split.labeled) + len(u.label_split.unlabeled),
+            "labeled_images": len(u.label_split.labeled),
+            "loop_pool_samples": len(u.unlabeled), "timing": runner.timing,
+            "text_features": info.get("text_features", "encoded up front"),
+            "image_store": type(u.unlabeled.images.store).__name__,
+            "probe_mIoU_seen": float(np.float32(u.trainer.probe_miou or 0.0))}
+
+
+def run_child(args: argparse.Namespace, data_root: Path, cache: Path, tag: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", str(data_root), "--cache", str(cache),
+           "--backbone", str(args.backbone), "--steps", str(args.steps),
+           "--run-out", str(args.root / f"run-{tag}")]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    with open(args.root / f"{tag}.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True,
+                                cwd=ROOT)
+        stdout = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"child {tag} failed (status {status}); see {args.root / f'{tag}.log'}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024.0, 1)  # KiB on Linux
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
+    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--root", type=Path, default=ROOT / "runs" / "scale_data")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "scale")
+    p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--backbone", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child is not None:
+        result = child(args.child, args.cache, args.backbone, args.run_out, args.steps)
+        print(json.dumps(result))
+        return 0
+    args.root = args.root.resolve()
+    args.root.mkdir(parents=True, exist_ok=True)
+    args.backbone = write_backbone(args.root / "swin")
+    entries = []
+    for n in sorted(args.sizes):
+        t0 = time.perf_counter()
+        data_root = write_dataset(args.root / f"refcoco-{n}", args.root / "pool", n)
+        written = time.perf_counter() - t0
+        cache = args.root / f"cache-{n}"
+        shutil.rmtree(cache, ignore_errors=True)
+        cold = run_child(args, data_root, cache, f"cold-{n}")
+        warm = run_child(args, data_root, cache, f"warm-{n}")
+        entry = {"n_images": n, "n_sentences": warm["n_sentences"],
+                 "peak_rss_mb": warm["peak_rss_mb"], "startup_s": warm["startup_s"],
+                 "cold_startup_s": cold["startup_s"], "cold_peak_rss_mb": cold["peak_rss_mb"],
+                 "steps_per_s": warm["steps_per_s"], "cold_steps_per_s": cold["steps_per_s"],
+                 "steps": args.steps, "dataset_write_s": round(written, 1),
+                 "warm": warm, "cold": cold}
+        entries.append(entry)
+        print(json.dumps({k: v for k, v in entry.items() if k not in ("warm", "cold")}),
+              flush=True)
+    report = {
+        "command": "OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_scale.py "
+                   + " ".join(["--sizes"] + [str(n) for n in args.sizes] + ["--steps", str(args.steps)]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
+        "settings": "refcoco_5pct config; tiny random Swin (hf:), MiniLM frozen, text_cache_size "
+                    "2048, simulated priors, segmenter image_size 128, grid 32, threshold agent, "
+                    "cpu, 2 threads, no warm-up; images 640x480 JPEG",
+        "sizes": entries,
+    }
+    by_n = {e["n_images"]: e for e in entries}
+    if len(by_n) >= 2:
+        lo, hi = by_n[min(by_n)], by_n[max(by_n)]
+        report["ratios"] = {"rss_largest_over_smallest": round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3),
+                            "steps_per_s_largest_over_smallest": round(hi["steps_per_s"] / lo["steps_per_s"], 3)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report.get("ratios", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
