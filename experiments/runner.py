@@ -324,7 +324,7 @@ class Runner:
             while done < total:
                 n = min(piece, total - done)
                 res = fit(seg, bank.images, bank.priors, bank.phrases, targets, steps=n,
-                          alt_priors=bank.distractors,
+                          alt_priors=bank.distractors, num_workers=self.cfg.num_workers,
                           batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=10,
                           progress=False, desc="warm-up", eval_fn=tick, eval_every=1)
                 done += res.steps

@@ -157,7 +157,7 @@ class PseudoLabelEnv(gym.Env):
         self.loop_bank = concat_banks(data.unlabeled, data.probe) if calibrate else data.unlabeled
         self.trainer = SelfTrainer(self.segmenter, data.labeled, data.probe, self.loop_bank,
                                    update_steps=cfg.update_steps, labeled_batch=cfg.labeled_batch,
-                                   pseudo_weight=cfg.pseudo_weight)
+                                   pseudo_weight=cfg.pseudo_weight, num_workers=cfg.num_workers)
 
     def shard(self, rank: int, world_size: int) -> dict[str, int]:
         """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred

@@ -35,13 +35,14 @@ def load_weights(segmenter: Any, path: str) -> None:
     segmenter.load_state_dict(loaded.state_dict())
 
 
-def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int) -> None:
-    """Supervised burn-in: ``steps`` optimiser steps on the labeled bank (batches of up to 32)."""
+def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int, num_workers: int = 0) -> None:
+    """Supervised burn-in: ``steps`` optimiser steps on the labeled bank (batches of up to 32,
+    assembled by ``num_workers`` worker processes)."""
     from segmenter import fit
 
     fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks,
         steps=steps, batch_size=max(1, min(32, len(labeled))), seed=seed, progress=False,
-        desc="warm-up", alt_priors=labeled.distractors)
+        desc="warm-up", alt_priors=labeled.distractors, num_workers=num_workers)
 
 
 def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_size: int,
@@ -103,7 +104,7 @@ def prepare_parts(config: Any, segmenter: Any) -> LoopData:
                              config.seed)
             file = Path(config.warmup_cache) / f"warmup-{key}.pt"
         if file is None or not read_warm_start(segmenter, file):
-            warm_up(segmenter, data.labeled, config.warmup_steps, config.seed)
+            warm_up(segmenter, data.labeled, config.warmup_steps, config.seed, config.num_workers)
             if file is not None:
                 segmenter.save(file)
     return data
