@@ -177,14 +177,13 @@ class BatchLoader:
                 persistent_workers=True, prefetch_factor=max(1, int(prefetch)))
 
     def batches(self, keys: Iterable[Any]) -> Iterator[Any]:
-        """The batches of ``keys``, in order (stop iterating at any time)."""
+        """The batches of ``keys``, in order (stop iterating at any time). With workers they
+        start on the first batches at once; a new pass ends the previous one."""
         if self._loader is None:
-            for key in keys:
-                yield self.make(key)
-            return
+            return (self.make(key) for key in keys)
         self._keys.keys = keys
-        for item in self._loader:
-            yield _to_arrays(item) if self.pin_memory else item
+        items = iter(self._loader)  # the workers start on the first keys now
+        return (_to_arrays(item) if self.pin_memory else item for item in items)
 
     def close(self) -> None:
         """Let the worker processes go (the loader that holds them is dropped)."""

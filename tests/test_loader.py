@@ -131,3 +131,20 @@ def test_cuda_without_cuda_fails_before_any_data_is_loaded(l2l_cache, monkeypatc
     monkeypatch.setattr(factory, "prepare_parts", no_data)
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         gym.make(l2l_env.ENV_ID, **tiny_env_kwargs(l2l_cache, device="cuda"))
+
+
+def test_env_with_workers_steps_exactly_like_without(l2l_cache):
+    from gymnasium.utils.env_checker import data_equivalence
+
+    runs = []
+    for workers in (0, 2):
+        env = gym.make(l2l_env.ENV_ID, **tiny_env_kwargs(l2l_cache, num_workers=workers,
+                                                         episode_steps=100))
+        obs, _ = env.reset(seed=4)
+        rng = np.random.default_rng(1)
+        out = [obs]
+        for _ in range(20):  # two updates and their prediction windows, prepared ahead
+            out.append(env.step(rng.integers(0, 4, env.action_space.shape))[:4])
+        runs.append(out)
+        env.close()
+    assert data_equivalence(runs[0], runs[1], exact=True)
