@@ -211,6 +211,46 @@ def child(data_root: Path, cache: Path, backbone: Path, out: Path, steps: int) -
             "probe_mIoU_seen": float(np.float32(u.trainer.probe_miou or 0.0))}
 
 
+def data_costs(data_root: Path, priors_cache: Path, work: Path, size: int = 480,
+               batches: int = 20) -> dict[str, Any]:
+    """Per-sample costs of the data path at the real input size (``size``), on the train images
+    of ``data_root``: packing the image cache (decode + resize + write, once per image), then per
+    sample of a batch: an image read from the cache, a prior proposal rendered, its grid pooled,
+    a mask decoded (polygon / RLE) and resized. Milliseconds per image or sample."""
+    import numpy as np
+    import torch
+
+    from l2l_env.bank import build_bank, train_image_store
+    from l2l_env.data import RefSplit, load_table
+    from l2l_env.priors import load_priors
+
+    torch.set_num_threads(2)
+    table = load_table("refcoco", "train", data_root=data_root)
+    priors = load_priors("refcoco", "train", RefSplit(table), "simulated", cache_dir=priors_cache,
+                         preset="qwen2.5-vl-7b")
+    shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    store = train_image_store(table, size, work)
+    pack = time.perf_counter() - t0
+    bank = build_bank(table, priors, size, 32, images=store)
+    rng = np.random.default_rng(0)
+    timings = {"image": 0.0, "prior": 0.0, "grid": 0.0, "mask": 0.0}
+    counts = {"image": 0, "prior": 0, "grid": 0, "mask": 0}
+    for _ in range(batches):
+        rows = rng.choice(len(bank), 32, replace=False)
+        for name, source, take in (("image", bank.images, rows), ("prior", bank.priors, rows),
+                                   ("grid", bank.prior_grid, rows), ("mask", bank.masks, rows[:8])):
+            t = time.perf_counter()
+            source[take]
+            timings[name] += time.perf_counter() - t
+            counts[name] += len(take)
+    out = {f"{k}_ms_per_sample": round(1000 * timings[k] / counts[k], 3) for k in timings}
+    out.update({"size": size, "train_images": len(store),
+                "pack_ms_per_image": round(1000 * pack / len(store), 2),
+                "cache_bytes_per_image": size * size * 3, "threads": 2})
+    return out
+
+
 def run_child(args: argparse.Namespace, data_root: Path, cache: Path, tag: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(data_root), "--cache", str(cache),
            "--backbone", str(args.backbone), "--steps", str(args.steps),
@@ -228,6 +268,49 @@ def run_child(args: argparse.Namespace, data_root: Path, cache: Path, tag: str) 
     return result
 
 
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    """``benchmarks/scale.md``: the table of ``report`` (as written to the JSON)."""
+    lines = ["# Scale of the data path: memory, start-up and loop speed against the data set's size",
+             "", f"Command: `{report['command']}`", "", f"Machine: {report['machine']}.", "",
+             f"Settings: {report['settings']}.", "",
+             "Each size runs in fresh child processes: a *cold* one with an empty cache folder "
+             "(it computes the priors of every split and packs the image cache), then "
+             "warm ones that reuse both. `startup_s` is the warm start-up (process start, imports "
+             "included, to the end of the first env step: config, tables, priors, label split, "
+             "banks, segmenter, env); `cold_startup_s` the same for the cold run. `peak_rss_mb` is "
+             "the `ru_maxrss` of a warm child (`os.wait4` of that child alone; the largest of the "
+             "warm runs); `steps_per_s` the env steps after the first per second (the fastest "
+             "warm run: the 2-core machine is shared).", "",
+             "| images | train sentences | peak RSS (MB) | start-up warm (s) | start-up cold (s) "
+             "| steps/s | cold peak RSS (MB) | cold steps/s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in report.get("sizes", []):
+        lines.append(f"| {e['n_images']} | {e['n_sentences']} | {e['peak_rss_mb']:.0f} | "
+                     f"{e['startup_s']:.1f} | {e['cold_startup_s']:.1f} | {e['steps_per_s']:.2f} | "
+                     f"{e['cold_peak_rss_mb']:.0f} | {e['cold_steps_per_s']:.2f} |")
+    ratios = report.get("ratios")
+    if ratios:
+        sizes = report["sizes"]
+        lines += ["", f"Largest over smallest ({sizes[-1]['n_images']} vs {sizes[0]['n_images']} "
+                  f"images): peak RSS {ratios['rss_largest_over_smallest']:.2f}x (target <= 1.3x), "
+                  f"steps/s {ratios['steps_per_s_largest_over_smallest']:.2f}x (target >= 0.8x); "
+                  f"warm start-up at the largest size {sizes[-1]['startup_s']:.1f} s (target "
+                  f"< 120 s)."]
+    costs = report.get("data_costs")
+    if costs:
+        lines += ["", f"## Per-sample data costs at {costs['size']} px", "",
+                  f"Command: `{costs['command']}` ({costs['train_images']} train images, "
+                  f"{costs['threads']} torch threads; milliseconds)", "",
+                  "| pack the image cache (per image, once) | image read | prior rendered | "
+                  "prior grid | mask decoded + resized |", "|---:|---:|---:|---:|---:|",
+                  f"| {costs['pack_ms_per_image']} | {costs['image_ms_per_sample']} | "
+                  f"{costs['prior_ms_per_sample']} | {costs['grid_ms_per_sample']} | "
+                  f"{costs['mask_ms_per_sample']} |", "",
+                  f"The packed cache holds {costs['cache_bytes_per_image']} bytes per image at "
+                  f"this size."]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
@@ -235,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="warm runs per size")
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "scale_data")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "scale")
+    p.add_argument("--costs", action="store_true",
+                   help="only measure the per-sample data costs at 480 px on the smallest data "
+                        "set (after a full run: its prior cache) and add them to OUT.json")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--backbone", type=Path, help=argparse.SUPPRESS)
@@ -246,6 +332,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.root = args.root.resolve()
     args.root.mkdir(parents=True, exist_ok=True)
+    if args.costs:
+        n = min(args.sizes)
+        costs = data_costs(args.root / f"refcoco-{n}", args.root / f"cache-{n}",
+                           args.root / "costs-cache")
+        path = Path(f"{args.out}.json")
+        report = json.loads(path.read_text()) if path.is_file() else {}
+        report["data_costs"] = {"command": "OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
+                                           f"benchmarks/bench_scale.py --costs --sizes {n}",
+                                "data_set_images": n, **costs}
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        write_markdown(report, Path(f"{args.out}.md"))
+        print(json.dumps(costs))
+        return 0
     args.backbone = write_backbone(args.root / "swin")
     entries = []
     for n in sorted(args.sizes):
@@ -284,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                             "steps_per_s_largest_over_smallest": round(hi["steps_per_s"] / lo["steps_per_s"], 3)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_markdown(report, Path(f"{args.out}.md"))
     print(json.dumps(report.get("ratios", {})))
     return 0
 

@@ -55,15 +55,17 @@ class SelfTrainer:
         """Queue the pseudo-label of pool row ``row`` for the next update."""
         self.pending.append((int(row), label, weight))
 
-    def probe_score(self) -> float:
-        """Mean IoU of the student on the probe (0 without a probe)."""
+    def probe_score(self, inputs: dict[str, Any] | None = None) -> float:
+        """Mean IoU of the student on the probe (0 without a probe); ``inputs``: the probe's
+        arrays when already assembled (the ``("probe",)`` batch of the loader)."""
         if len(self.probe) == 0:
             return 0.0
         from l2l_env.metrics import iou
 
-        probe = self.probe
-        probs = self.segmenter.predict(probe.images[:], probe.priors[:], probe.phrases)
-        return float(iou(probs > 0.5, probe.masks[:]).mean())
+        if inputs is None:
+            inputs = _UpdateBatch(self.pool, self.labeled, 0.0, self.probe)(("probe",))
+        probs = self.segmenter.predict(inputs["images"], inputs["priors"], inputs["phrases"])
+        return float(iou(probs > 0.5, inputs["masks"]).mean())
 
     def update(self, rng: np.random.Generator) -> dict[str, float]:
         """Train on the pending labels (cleared) plus labeled batches drawn with ``rng``; returns
@@ -86,12 +88,14 @@ class SelfTrainer:
                 break
             draws.append(idx)
         step = int(self.segmenter.step)
-        keys = [("pool", rows)] + [("labeled", idx, step + j) for j, idx in enumerate(draws)]
-        batches = self.loader().batches(keys if draws else [])
+        train_keys = [("labeled", idx, step + j) for j, idx in enumerate(draws)]
+        keys = ([("pool", rows)] + train_keys if draws else []) + \
+            ([("probe",)] if len(self.probe) else [])  # the probe is read while training runs
+        batches = self.loader().batches(keys)
         losses = []
         if draws:
             pool = next(batches)
-            for (_, idx, at), labeled in zip(keys[1:], batches):
+            for (_, idx, at), labeled in zip(train_keys, batches):
                 if at != self.segmenter.step:
                     raise RuntimeError(f"update: batch of step {at} at step {self.segmenter.step}")
                 images = np.concatenate([pool["images"], labeled["images"]])
@@ -101,7 +105,7 @@ class SelfTrainer:
                 wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
                 losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
         before = self.probe_miou
-        self.probe_miou = self.probe_score()
+        self.probe_miou = self.probe_score(next(batches) if len(self.probe) else None)
         return {"loss": float(np.mean(losses)) if losses else 0.0,
                 "pseudo_samples": int(len(rows)),
                 "probe_mIoU": self.probe_miou,
@@ -115,7 +119,8 @@ class SelfTrainer:
 
             cuda = self.segmenter.device.type == "cuda"
             self._loader = BatchLoader(
-                _UpdateBatch(self.pool, self.labeled, float(self.segmenter.config.prior_swap)),
+                _UpdateBatch(self.pool, self.labeled, float(self.segmenter.config.prior_swap),
+                             self.probe),
                 num_workers=self.num_workers, pin_memory=cuda and self.num_workers > 0)
         return self._loader
 
@@ -150,12 +155,17 @@ def _labeled_priors(lab: SampleBank, idx: np.ndarray, swap: float, step: int) ->
 class _UpdateBatch:
     """The parts of an update's batches, by key: ``("pool", rows)`` the pending rows' images,
     priors and phrases; ``("labeled", idx, step)`` the labeled rows' images, priors (with the
-    step's distractor swap), phrases and masks."""
+    step's distractor swap), phrases and masks; ``("probe",)`` every probe row's."""
 
-    def __init__(self, pool: SampleBank, labeled: SampleBank, prior_swap: float) -> None:
-        self.pool, self.labeled, self.prior_swap = pool, labeled, prior_swap
+    def __init__(self, pool: SampleBank, labeled: SampleBank, prior_swap: float,
+                 probe: SampleBank) -> None:
+        self.pool, self.labeled, self.prior_swap, self.probe = pool, labeled, prior_swap, probe
 
     def __call__(self, key: tuple) -> dict[str, Any]:
+        if key[0] == "probe":
+            probe = self.probe
+            return {"images": probe.images[:], "priors": probe.priors[:],
+                    "phrases": list(probe.phrases), "masks": probe.masks[:]}
         if key[0] == "pool":
             rows = key[1]
             bank = self.pool
