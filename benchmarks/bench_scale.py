@@ -39,7 +39,6 @@ import json
 import os
 import pickle
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -268,6 +267,65 @@ def run_child(args: argparse.Namespace, data_root: Path, cache: Path, tag: str) 
     return result
 
 
+REFCOCO = {"train_images": 16994, "train_sentences": 120624, "eval_sentences": 21586,
+           "sentences_per_ref": 120624 / 42404}
+"""RefCOCO (UNC): train 16,994 images, 42,404 referred objects, 120,624 expressions; val + testA +
+testB 10,834 + 5,657 + 5,095 expressions."""
+
+
+def estimate(report: dict[str, Any]) -> dict[str, Any]:
+    """Estimates for full RefCOCO runs of ``refcoco_{1,5,10}pct`` from the measured costs: peak
+    RSS and warm start-up extrapolated linearly in the train sentences (least squares over the
+    measured sizes), the cold start-up adding the image cache packing at 480 px, and the CPU work
+    of the data path per run from the per-sample costs at 480 px and the config's schedule."""
+    import numpy as np
+
+    sizes, costs = report["sizes"], report["data_costs"]  # "grid" includes its prior's rendering
+    x = np.array([e["n_sentences"] for e in sizes], float)
+    rss_fit = np.polyfit(x, [e["peak_rss_mb"] for e in sizes], 1)
+    start_fit = np.polyfit(x, [e["startup_s"] for e in sizes], 1)
+    n = REFCOCO["train_sentences"]
+    rss = float(np.polyval(rss_fit, n))
+    warm = float(np.polyval(start_fit, n))
+    cold = warm + costs["pack_ms_per_image"] * REFCOCO["train_images"] / 1000.0
+    # refcoco.toml: warm-up 10000 steps of 16; loop 160000 steps, an update every 32 (4 steps of
+    # the 32 pending + 8 labeled rows, then the probe of 64 objects is scored); every step reads
+    # its window's inputs, renders its prior grid and (diagnostics) decodes its mask and prior.
+    probe = 64 * REFCOCO["sentences_per_ref"]
+    c = {k: costs[f"{k}_ms_per_sample"] for k in ("image", "prior", "grid", "mask")}
+    per_update = (32 * (c["image"] + c["prior"]) + 4 * 8 * (c["image"] + c["prior"] + c["mask"])
+                  + probe * (c["image"] + c["prior"] + c["mask"]))
+    per_step = (c["image"] + c["prior"]) + c["grid"] + (c["mask"] + c["prior"]) + per_update / 32
+    warmup = 10000 * 16 * (c["image"] + c["prior"] + c["mask"])
+    loop = 160000 * per_step
+    rows = []
+    for pct in (1, 5, 10):
+        rows.append({"config": f"refcoco_{pct}pct", "label_ratio": pct / 100,
+                     "labeled_images": round(REFCOCO["train_images"] * pct / 100),
+                     "peak_rss_mb": round(rss), "startup_warm_s": round(warm, 1),
+                     "startup_cold_s": round(cold, 1),
+                     "data_ms_per_loop_step": round(per_step, 2),
+                     "data_cpu_h_warmup": round(warmup / 3.6e6, 2),
+                     "data_cpu_h_loop": round(loop / 3.6e6, 2),
+                     "image_cache_gb": round(REFCOCO["train_images"] * costs["cache_bytes_per_image"]
+                                             / 1e9, 1)})
+    return {"fits": {"peak_rss_mb": [round(float(v), 6) for v in rss_fit],
+                     "startup_s": [round(float(v), 8) for v in start_fit],
+                     "x": "train sentences"}, "refcoco": REFCOCO, "runs": rows}
+
+
+def estimate_table(est: dict[str, Any]) -> str:
+    """The estimates as a markdown table (also pasted into the README)."""
+    out = ["| config | labeled images | host peak RSS (MB) | start-up warm / cold (s) | "
+           "data path per loop step (ms, 1 core) | data CPU h: warm-up + loop | image cache (GB) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in est["runs"]:
+        out.append(f"| {r['config']} | {r['labeled_images']} | {r['peak_rss_mb']} | "
+                   f"{r['startup_warm_s']} / {r['startup_cold_s']} | {r['data_ms_per_loop_step']} | "
+                   f"{r['data_cpu_h_warmup']} + {r['data_cpu_h_loop']} | {r['image_cache_gb']} |")
+    return "\n".join(out)
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     """``benchmarks/scale.md``: the table of ``report`` (as written to the JSON)."""
     lines = ["# Scale of the data path: memory, start-up and loop speed against the data set's size",
@@ -308,6 +366,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                   f"{costs['mask_ms_per_sample']} |", "",
                   f"The packed cache holds {costs['cache_bytes_per_image']} bytes per image at "
                   f"this size."]
+    est = report.get("estimates")
+    if est:
+        lines += ["", "## Estimates for full RefCOCO runs (derived, not measured)", "",
+                  estimate_table(est)]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -338,9 +400,12 @@ def main(argv: list[str] | None = None) -> int:
                            args.root / "costs-cache")
         path = Path(f"{args.out}.json")
         report = json.loads(path.read_text()) if path.is_file() else {}
+        report.pop("estimates", None)
         report["data_costs"] = {"command": "OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
                                            f"benchmarks/bench_scale.py --costs --sizes {n}",
                                 "data_set_images": n, **costs}
+        if report.get("sizes"):
+            report["estimates"] = estimate(report)
         path.write_text(json.dumps(report, indent=2) + "\n")
         write_markdown(report, Path(f"{args.out}.md"))
         print(json.dumps(costs))

@@ -218,10 +218,26 @@ class Runner:
     def setup(self, env_cfg) -> None:
         """Build the env (semi-supervised) or the labeled bank and segmenter (fully supervised),
         shard and wrap for DDP, and encode every phrase once."""
-        from l2l_env.factory import build_segmenter
+        from l2l_env.factory import build_segmenter, segmenter_config
 
         table, priors = self.train_data
-        self.segmenter = build_segmenter(env_cfg)
+        seg_cfg = segmenter_config(env_cfg)
+        stored = (seg_cfg.use_text and seg_cfg.freeze_text
+                  and len(self.phrases) > int(seg_cfg.text_cache_size))
+        if stored:  # more phrases than the text cache holds: features from a packed store
+            from l2l_env.text_store import StoredTextEncoder, text_feature_store
+
+            encoder = StoredTextEncoder(seg_cfg.text_encoder, frozen=True,
+                                        max_tokens=seg_cfg.max_tokens,
+                                        cache_size=seg_cfg.text_cache_size)
+            self.segmenter = build_segmenter(env_cfg, text_encoder=encoder)
+            with self.timed("text_store"):
+                store = text_feature_store(encoder, self.phrases, env_cfg.cache_dir,
+                                           self.segmenter.device)
+            encoder.attach(store)
+            self.data_info["text_features"] = f"read per batch from {store.path}"
+        else:
+            self.segmenter = build_segmenter(env_cfg)
         size = int(self.segmenter.config.image_size)
         if self.semi:
             import gymnasium as gym
@@ -252,28 +268,19 @@ class Runner:
         self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)
         seg = self.segmenter
-        if seg.config.use_text and seg.config.freeze_text:
+        if seg.config.use_text and seg.config.freeze_text and not stored:
             self.encode_phrases(env_cfg.cache_dir)
 
     def encode_phrases(self, cache_root: str | None) -> None:
         """Encode every phrase of the run once, in a fixed order; the features of a frozen encoder
-        are kept on disk, keyed by the encoder and the phrases, so later runs read them.
-
-        Only when every phrase fits in the encoder's LRU cache (``segmenter.text_cache_size``):
-        a larger data set (RefCOCO at full size) would evict most of them again, so its phrases
-        are encoded on first use instead and memory stays bounded by the cache. (Then a resumed
-        run encodes in other batches than the uninterrupted one, which may change the last bits
-        of a phrase's features.)"""
+        are kept on disk, keyed by the encoder and the phrases, so later runs read them. (A run
+        with more phrases than ``segmenter.text_cache_size`` reads them per batch from a packed
+        store instead: :mod:`l2l_env.text_store`.)"""
         import io
 
         from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
 
         seg = self.segmenter
-        if len(self.phrases) > int(seg.config.text_cache_size):
-            self.data_info["text_features"] = (
-                f"encoded on first use ({len(self.phrases)} phrases > text_cache_size "
-                f"{seg.config.text_cache_size})")
-            return
         key = config_key({"encoder": seg.config.text_encoder, "max_tokens": seg.config.max_tokens,
                           "phrases": config_key(self.phrases, 32)})
         file = cache_dir(cache_root) / "text" / f"features-{key}.pt"

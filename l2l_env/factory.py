@@ -18,13 +18,22 @@ from l2l_env.bank import SampleBank
 from l2l_env.loop_data import LoopData, load_loop_data
 
 
-def build_segmenter(config: Any):
-    """A fresh :class:`segmenter.Segmenter` from an env config's ``segmenter`` overrides (its
+def segmenter_config(config: Any):
+    """The :class:`segmenter.SegmenterConfig` of an env config's ``segmenter`` overrides (its
     ``device`` and ``seed`` default to the env's)."""
-    from segmenter import Segmenter, SegmenterConfig
+    from segmenter import SegmenterConfig
 
     overrides = {"device": config.device, "seed": config.seed, **config.segmenter}
-    return Segmenter(SegmenterConfig.from_dict(overrides))
+    return SegmenterConfig.from_dict(overrides)
+
+
+def build_segmenter(config: Any, text_encoder: Any = None):
+    """A fresh :class:`segmenter.Segmenter` from an env config's ``segmenter`` overrides (its
+    ``device`` and ``seed`` default to the env's); ``text_encoder``: one to use (e.g. a
+    :class:`l2l_env.text_store.StoredTextEncoder`), else it loads its own on first use."""
+    from segmenter import Segmenter
+
+    return Segmenter(segmenter_config(config), text_encoder=text_encoder)
 
 
 def load_weights(segmenter: Any, path: str) -> None:
