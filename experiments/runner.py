@@ -6,7 +6,8 @@
 
 Exact resume. Everything that decides what the run computes is either rebuilt identically (data,
 priors, the env's banks, the phrase features, which are all encoded once up front in a fixed order
-so that their batching never depends on where a run stopped) or restored from the checkpoint:
+so that their batching never depends on where a run stopped: held in memory, or for more phrases
+than the text cache holds, in a packed store read per batch) or restored from the checkpoint:
 the segmenter (weights, optimiser, schedule, EMA teacher, its RNG), the env (position, RNGs,
 pending selections), the agent (weights, optimiser, RNGs), the runner's counters and statistics,
 and the process-global RNGs. Chunks end at multiples of the env's ``update_interval`` (fresh

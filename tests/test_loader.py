@@ -148,3 +148,12 @@ def test_env_with_workers_steps_exactly_like_without(l2l_cache):
         runs.append(out)
         env.close()
     assert data_equivalence(runs[0], runs[1], exact=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
+def test_pinned_batches_come_back_as_the_same_arrays():
+    plain = list(BatchLoader(_square, num_workers=0).batches(range(3)))
+    pinned = list(BatchLoader(_square, num_workers=1, pin_memory=True).batches(range(3)))
+    assert [b["key"] for b in pinned] == [0, 1, 2]
+    assert all(isinstance(b["value"], np.ndarray) and np.array_equal(a["value"], b["value"])
+               for a, b in zip(plain, pinned))
