@@ -42,6 +42,7 @@ class SelfTrainer:
         self.pseudo_weight = float(pseudo_weight)
         self.num_workers = int(num_workers)
         self._loader: Any = None
+        self._probe_inputs: dict[str, Any] | None = None
         self.pending: list[tuple[int, np.ndarray, np.ndarray]] = []
         """``(pool row, label (S, S), weight (S, S))`` of every label since the last update."""
         self.probe_miou: float | None = None
@@ -55,9 +56,10 @@ class SelfTrainer:
         """Queue the pseudo-label of pool row ``row`` for the next update."""
         self.pending.append((int(row), label, weight))
 
-    def probe_score(self, inputs: dict[str, Any] | None = None) -> float:
-        """Mean IoU of the student on the probe (0 without a probe); ``inputs``: the probe's
-        arrays when already assembled (the ``("probe",)`` batch of the loader)."""
+    def probe_score(self) -> float:
+        """Mean IoU of the student on the probe (0 without a probe), on the probe's arrays that
+        the update's loader assembled while it trained, else read now."""
+        inputs, self._probe_inputs = self._probe_inputs, None
         if len(self.probe) == 0:
             return 0.0
         from l2l_env.metrics import iou
@@ -105,7 +107,8 @@ class SelfTrainer:
                 wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
                 losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
         before = self.probe_miou
-        self.probe_miou = self.probe_score(next(batches) if len(self.probe) else None)
+        self._probe_inputs = next(batches) if len(self.probe) else None
+        self.probe_miou = self.probe_score()
         return {"loss": float(np.mean(losses)) if losses else 0.0,
                 "pseudo_samples": int(len(rows)),
                 "probe_mIoU": self.probe_miou,
