@@ -308,8 +308,8 @@ def estimate(report: dict[str, Any]) -> dict[str, Any]:
                      "data_ms_per_loop_step": round(per_step, 2),
                      "data_cpu_h_warmup": round(warmup / 3.6e6, 2),
                      "data_cpu_h_loop": round(loop / 3.6e6, 2),
-                     "image_cache_gb": round(REFCOCO["train_images"] * costs["cache_bytes_per_image"]
-                                             / 1e9, 1)})
+                     "image_cache_gb": round(REFCOCO["train_images"]
+                                             * costs["cache_bytes_per_image"] / 1e9, 1)})
     return {"fits": {"peak_rss_mb": [round(float(v), 6) for v in rss_fit],
                      "startup_s": [round(float(v), 8) for v in start_fit],
                      "x": "train sentences"}, "refcoco": REFCOCO, "runs": rows}
@@ -446,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     by_n = {e["n_images"]: e for e in entries}
     if len(by_n) >= 2:
         lo, hi = by_n[min(by_n)], by_n[max(by_n)]
-        report["ratios"] = {"rss_largest_over_smallest": round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3),
-                            "steps_per_s_largest_over_smallest": round(hi["steps_per_s"] / lo["steps_per_s"], 3)}
+        report["ratios"] = {
+            "rss_largest_over_smallest": round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3),
+            "steps_per_s_largest_over_smallest": round(hi["steps_per_s"] / lo["steps_per_s"], 3)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     write_markdown(report, Path(f"{args.out}.md"))

@@ -155,7 +155,8 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         prior_grid=GridRows(prior_maps, grid_size),
         no_prior=np.asarray(priors.no_prior(sample_ids), dtype=bool),
         ref_rows=ref_rows,
-        masks=MaskRows(records, np.array(ref_index, dtype=np.int64), image_size) if with_masks else None,
+        masks=(MaskRows(records, np.array(ref_index, dtype=np.int64), image_size)
+               if with_masks else None),
         distractors=distractors)
 
 

@@ -148,7 +148,8 @@ class _Reindexed(RowSource):
         return self.base.fetch(self.rows[rows])
 
     def take(self, rows: Sequence[int] | np.ndarray) -> RowSource:
-        return _Reindexed(self.base, self.rows[_rows_of(np.asarray(rows, dtype=np.int64), self.count)])
+        picked = _rows_of(np.asarray(rows, dtype=np.int64), self.count)
+        return _Reindexed(self.base, self.rows[picked])
 
 
 def concat_rows(first: RowSource | None, second: RowSource | None) -> RowSource | None:
@@ -355,7 +356,8 @@ class ImageRows(RowSource):
         return self.store.read(unique)[inverse]
 
     def take(self, rows: Sequence[int] | np.ndarray) -> ImageRows:
-        return ImageRows(self.store, self.positions[_rows_of(np.asarray(rows, dtype=np.int64), self.count)])
+        picked = _rows_of(np.asarray(rows, dtype=np.int64), self.count)
+        return ImageRows(self.store, self.positions[picked])
 
     def image_sizes(self) -> np.ndarray:
         """(rows, 2) original ``(height, width)`` of each row's image."""
@@ -368,7 +370,8 @@ class ProposalRows(RowSource):
     """Soft proposals of ``kind`` at ``size`` rendered from ``priors`` (a ``PriorTable``) for
     each row's sample id, clipped to [0, 1] float32."""
 
-    def __init__(self, priors: Any, sample_ids: Sequence[str], size: int, kind: str = "box") -> None:
+    def __init__(self, priors: Any, sample_ids: Sequence[str], size: int,
+                 kind: str = "box") -> None:
         self.priors, self.sample_ids = priors, list(sample_ids)
         self.size, self.kind = int(size), kind
         self.dtype, self.row_shape = np.dtype(np.float32), (self.size, self.size)
@@ -392,7 +395,8 @@ class GridRows(RowSource):
 
     def __init__(self, maps: RowSource, grid: int) -> None:
         self.maps, self.grid = maps, int(grid)
-        self.dtype, self.row_shape, self.count = np.dtype(np.float32), (self.grid, self.grid), len(maps)
+        self.dtype, self.row_shape = np.dtype(np.float32), (self.grid, self.grid)
+        self.count = len(maps)
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:

@@ -104,7 +104,8 @@ class SelfTrainer:
                 priors = np.concatenate([pool["priors"], labeled["priors"]])
                 phrases = pool["phrases"] + labeled["phrases"]
                 tgt = np.concatenate([targets, labeled["masks"].astype(np.float32)])
-                wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
+                ones = np.ones((len(idx),) + lab.masks.shape[1:], np.float32)
+                wts = np.concatenate([weights, ones])
                 losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
         before = self.probe_miou
         self._probe_inputs = next(batches) if len(self.probe) else None
@@ -176,5 +177,6 @@ class _UpdateBatch:
                     "phrases": [bank.phrases[r] for r in rows]}
         _, idx, step = key
         lab = self.labeled
-        return {"images": lab.images[idx], "priors": _labeled_priors(lab, idx, self.prior_swap, step),
+        priors = _labeled_priors(lab, idx, self.prior_swap, step)
+        return {"images": lab.images[idx], "priors": priors,
                 "phrases": [lab.phrases[i] for i in idx], "masks": lab.masks[idx]}

@@ -50,12 +50,12 @@ class TextFeatureStore:
                              "to rebuild it") from None
         self.dim = int(dim)
         self.start = _HEAD.size + 8 * (int(count) + 1)
-        if count != len(phrases) or len(offsets) != count + 1 or \
-                length != self.start + int(offsets[-1]) * 4 * self.dim:
+        tokens = int(offsets[-1]) if len(offsets) else 0
+        expected = self.start + tokens * 4 * self.dim
+        if count != len(phrases) or len(offsets) != count + 1 or length != expected:
             raise ValueError(f"text feature store {self.path} holds {length} bytes for {count} "
-                             f"phrases; expected {len(phrases)} phrases and "
-                             f"{self.start + int(offsets[-1] if len(offsets) else 0) * 4 * self.dim} "
-                             "bytes (cut short?): delete it to rebuild it")
+                             f"phrases; expected {len(phrases)} phrases and {expected} bytes "
+                             "(cut short?): delete it to rebuild it")
         self.offsets = offsets.astype(np.int64)
         self.index = {p: i for i, p in enumerate(phrases)}
 
