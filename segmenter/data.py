@@ -6,6 +6,8 @@ interpolation on whole batches. Inputs that are already at the size are returned
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -95,9 +97,28 @@ def _identity(item: Any) -> Any:
     return item
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the process that started it dies: a
+    worker left behind by a killed run could otherwise block for ever on a full result pipe."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
+
+
 def _seed_worker(worker_id: int) -> None:
-    """Worker start-up: one torch thread (workers run side by side) and fixed global seeds
-    (batches draw their randomness from their own per-batch seeds; nothing should use these)."""
+    """Worker start-up: dies with its parent, one torch thread (workers run side by side) and
+    fixed global seeds (batches draw their randomness from their own per-batch seeds; nothing
+    should use these)."""
+    _die_with_parent()
     info = torch.utils.data.get_worker_info()
     torch.set_num_threads(1)
     seed = (0 if info is None else int(info.seed)) % 2**32
