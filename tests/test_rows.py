@@ -188,3 +188,27 @@ def test_a_changed_image_file_changes_the_cache_key(tmp_path):
     path: Path = fx.image_path(image_id)
     os.utime(path, ns=(1, 1))
     assert table.load_image.fingerprint() != before
+
+
+def test_a_bank_holds_no_per_sentence_arrays_and_decodes_nothing_when_cached(refer, synthref,
+                                                                              l2l_cache,
+                                                                              monkeypatch):
+    import tracemalloc
+
+    table, priors = synthref
+    size = 256  # eager banks held ~1.4 MB per sentence at this size
+    build_bank(table, priors, size, G, distractor_seed=1, cache_root=l2l_cache)  # packs the cache
+    tracemalloc.start()
+    bank = build_bank(table, priors, size, G, distractor_seed=1, cache_root=l2l_cache)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(bank) >= 60 and peak < 2_000_000  # metadata only
+    rtable, rpriors, cache = refer
+    build_bank(rtable, rpriors, S, G, cache_root=cache)
+
+    def no_decoding(image_id: int):
+        raise AssertionError(f"image {image_id} was decoded although it is cached")
+
+    monkeypatch.setattr(type(rtable.load_image), "__call__", lambda self, i: no_decoding(i))
+    again = build_bank(rtable, rpriors, S, G, cache_root=cache)
+    assert again.images[:].shape == (len(again), S, S, 3)
