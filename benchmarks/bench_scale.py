@@ -12,8 +12,8 @@ fresh child processes each build the run of the ``refcoco_5pct`` config exactly 
 does (``Runner.prepare``: tables, priors, label split, env, segmenter), reset the env and take
 ``--steps`` loop steps with the ``threshold`` agent:
 
-* the *cold* child starts with an empty cache folder (it computes the priors and packs the image
-  cache), the *warm* one reuses them;
+* the *cold* child starts with an empty cache folder (it computes the priors, packs the image
+  cache and encodes every phrase into the text store), the *warm* ones reuse them;
 * ``startup_s``: warm, from the child's start (imports included) to the end of its first env
   step; ``cold_startup_s`` the same for the cold child;
 * ``peak_rss_mb``: ``ru_maxrss`` of the warm child (``os.wait4`` of that child alone);
@@ -333,7 +333,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
              "", f"Command: `{report['command']}`", "", f"Machine: {report['machine']}.", "",
              f"Settings: {report['settings']}.", "",
              "Each size runs in fresh child processes: a *cold* one with an empty cache folder "
-             "(it computes the priors of every split and packs the image cache), then "
+             "(it computes the priors of every split, packs the image cache and encodes every "
+             "phrase into the text store), then "
              "warm ones that reuse both. `startup_s` is the warm start-up (process start, imports "
              "included, to the end of the first env step: config, tables, priors, label split, "
              "banks, segmenter, env); `cold_startup_s` the same for the cold run. `peak_rss_mb` is "
