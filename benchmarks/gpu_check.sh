@@ -2,7 +2,8 @@
 # The CUDA path in one command, for whoever has a GPU (nothing else in the project needs one):
 #   bash benchmarks/gpu_check.sh [OUT]        (default OUT: runs/gpu_check)
 # 1. the test suite; 2. a short run of the RefCOCO config (AMP bf16, channels_last, a tiny random
-# Swin through hf:, the refer-format test fixture, simulated priors) on cuda; 3. the loop speed
+# Swin through hf:, the refer-format test fixture, simulated priors, streamed samples assembled by
+# 2 loader workers into pinned memory) on cuda; 3. the loop speed
 # benchmark (threshold vs l2l) on cuda. Writes OUT/gpu_check.json with what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,8 @@ t0=$(date +%s)
   'prior="simulated/qwen2.5-vl-7b"' "segmenter.backbone=\"hf:$OUT/swin\"" 'segmenter.text_encoder="minilm"' \
   segmenter.freeze_text=true segmenter.image_size=64 segmenter.channels_last=true \
   'env.reward="hybrid"' env.calibration_every=0 env.probe_size=0 env.grid_size=8 \
-  warmup_steps=8 loop_steps=32 chunk_steps=16 eval_every=0 log_images=0 threads=4 | tee "$OUT/refcoco_run.log"
+  warmup_steps=8 loop_steps=32 chunk_steps=16 eval_every=0 log_images=0 threads=4 num_workers=2 \
+  | tee "$OUT/refcoco_run.log"
 t_run=$(( $(date +%s) - t0 ))
 "$PY" benchmarks/bench_loop_speed.py --loop-steps "$LOOP_STEPS" --repeats 1 --threads 4 "device=\"$DEVICE\"" \
   --out "$OUT/loop_speed" | tail -6 | tee "$OUT/loop_speed.log"

@@ -31,7 +31,7 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 """Where the shipped configs live (``--config NAME`` finds ``NAME.toml`` here)."""
 DICT_FIELDS = ("data_options", "agent_options", "prior_options", "env", "segmenter")
 RUNTIME_KEYS = frozenset({"device", "threads", "progress", "out", "eval_batch", "log_images",
-                          "warmup_cache"})
+                          "warmup_cache", "num_workers"})
 """Keys that may change when a run is resumed (they change how, not what, it computes)."""
 ENV_KEYS_SET_BY_RUN = {
     "dataset": "dataset", "data_root": "data_root", "data_options": "data_options",
@@ -39,7 +39,7 @@ ENV_KEYS_SET_BY_RUN = {
     "prior_provider": "prior", "prior_options": "prior / prior_options", "cache_dir": "cache_dir",
     "segmenter": "segmenter", "device": "device", "seed": "seed",
     "warmup_steps": "warmup_steps (the run does the warm-up itself)",
-    "warmup_cache": "warmup_cache",
+    "warmup_cache": "warmup_cache", "num_workers": "num_workers",
 }
 """EnvConfig fields that the run sets from its own top-level keys (not allowed under ``env.``)."""
 
@@ -77,7 +77,8 @@ class RunConfig(DataSettings):
     ``segmenter`` (overrides of :class:`segmenter.SegmenterConfig`).
 
     Runtime: ``seed``, ``out`` (default ``runs/<dataset>-<agent>-<pct>pct-s<seed>``), ``device``
-    (``cpu``, ``cuda``, ``cuda:1``), ``threads`` (torch CPU threads), ``cache_dir`` (data/prior
+    (``cpu``, ``cuda``, ``cuda:1``), ``threads`` (torch CPU threads), ``num_workers`` (worker
+    processes that assemble training batches; 0: the main process, same batches either way), ``cache_dir`` (data/prior
     cache; default ``$L2L_CACHE_DIR`` or ``~/.cache/l2l``), ``warmup_cache`` (a folder where
     warmed-up segmenters are kept by a hash of everything the warm-up depends on, so the runs of an
     ablation that share a label ratio and seed warm up once; the result is the same either way),
@@ -358,6 +359,7 @@ def env_kwargs(cfg: RunConfig, agent_label_source: str | None = None) -> dict[st
         "split_dir": cfg.split_dir, "prior_provider": provider, "prior_options": prior_opts,
         "cache_dir": cfg.cache_dir, "segmenter": segmenter_kwargs(cfg), "device": cfg.device,
         "seed": cfg.seed, "warmup_steps": 0, "progress_horizon": max(1, loop_total(cfg)),
+        "num_workers": cfg.num_workers,
     }
     if agent_label_source is not None:
         kwargs["label_source"] = agent_label_source
@@ -439,7 +441,7 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
         raise ValueError(f"config key 'label_ratio'={cfg.label_ratio!r} must be in (0, 1] "
                          f"(0.05 = 5% labeled train images; 1.0 = fully supervised)")
     for key in ("warmup_steps", "loop_steps", "chunk_steps", "eval_every", "log_images",
-                "checkpoint_every", "split_seed"):
+                "checkpoint_every", "split_seed", "num_workers"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"config key {key!r}={getattr(cfg, key)} must be >= 0")
     for key in ("warmup_batch", "eval_batch", "threads", "eval_subset"):

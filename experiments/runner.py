@@ -6,7 +6,8 @@
 
 Exact resume. Everything that decides what the run computes is either rebuilt identically (data,
 priors, the env's banks, the phrase features, which are all encoded once up front in a fixed order
-so that their batching never depends on where a run stopped) or restored from the checkpoint:
+so that their batching never depends on where a run stopped: held in memory, or for more phrases
+than the text cache holds, in a packed store read per batch) or restored from the checkpoint:
 the segmenter (weights, optimiser, schedule, EMA teacher, its RNG), the env (position, RNGs,
 pending selections), the agent (weights, optimiser, RNGs), the runner's counters and statistics,
 and the process-global RNGs. Chunks end at multiples of the env's ``update_interval`` (fresh
@@ -218,10 +219,26 @@ class Runner:
     def setup(self, env_cfg) -> None:
         """Build the env (semi-supervised) or the labeled bank and segmenter (fully supervised),
         shard and wrap for DDP, and encode every phrase once."""
-        from l2l_env.factory import build_segmenter
+        from l2l_env.factory import build_segmenter, segmenter_config
 
         table, priors = self.train_data
-        self.segmenter = build_segmenter(env_cfg)
+        seg_cfg = segmenter_config(env_cfg)
+        stored = (seg_cfg.use_text and seg_cfg.freeze_text
+                  and len(self.phrases) > int(seg_cfg.text_cache_size))
+        if stored:  # more phrases than the text cache holds: features from a packed store
+            from l2l_env.text_store import StoredTextEncoder, text_feature_store
+
+            encoder = StoredTextEncoder(seg_cfg.text_encoder, frozen=True,
+                                        max_tokens=seg_cfg.max_tokens,
+                                        cache_size=seg_cfg.text_cache_size)
+            self.segmenter = build_segmenter(env_cfg, text_encoder=encoder)
+            with self.timed("text_store"):
+                store = text_feature_store(encoder, self.phrases, env_cfg.cache_dir,
+                                           self.segmenter.device)
+            encoder.attach(store)
+            self.data_info["text_features"] = f"read per batch from {store.path}"
+        else:
+            self.segmenter = build_segmenter(env_cfg)
         size = int(self.segmenter.config.image_size)
         if self.semi:
             import gymnasium as gym
@@ -246,17 +263,20 @@ class Runner:
 
             swap = self.segmenter.config.prior_swap > 0
             self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
-                                   distractor_seed=env_cfg.split_seed if swap else None)
+                                   distractor_seed=env_cfg.split_seed if swap else None,
+                                   cache_root=env_cfg.cache_dir)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
         self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)
         seg = self.segmenter
-        if seg.config.use_text and seg.config.freeze_text:
+        if seg.config.use_text and seg.config.freeze_text and not stored:
             self.encode_phrases(env_cfg.cache_dir)
 
     def encode_phrases(self, cache_root: str | None) -> None:
         """Encode every phrase of the run once, in a fixed order; the features of a frozen encoder
-        are kept on disk, keyed by the encoder and the phrases, so later runs read them."""
+        are kept on disk, keyed by the encoder and the phrases, so later runs read them. (A run
+        with more phrases than ``segmenter.text_cache_size`` reads them per batch from a packed
+        store instead: :mod:`l2l_env.text_store`.)"""
         import io
 
         from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
@@ -300,7 +320,7 @@ class Runner:
             self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
             self.quick_eval(step=0, tag="warmup")
             return
-        targets = bank.masks.astype(np.float32)
+        targets = bank.masks
         batch = max(1, min(self.cfg.warmup_batch, len(bank)))
         piece = self.cfg.checkpoint_every or total
         bar = tqdm(total=total, initial=done, desc="warm-up", disable=not self.progress)
@@ -312,7 +332,7 @@ class Runner:
             while done < total:
                 n = min(piece, total - done)
                 res = fit(seg, bank.images, bank.priors, bank.phrases, targets, steps=n,
-                          alt_priors=bank.distractors,
+                          alt_priors=bank.distractors, num_workers=self.cfg.num_workers,
                           batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=10,
                           progress=False, desc="warm-up", eval_fn=tick, eval_every=1)
                 done += res.steps

@@ -1,14 +1,18 @@
-"""In-memory arrays of the samples an environment works on, prepared once.
+"""The samples an environment works on: per sentence, small metadata plus row sources.
 
-A :class:`SampleBank` holds, for every sentence of a set of referred objects, the image resized to
+A :class:`SampleBank` gives, for every sentence of a set of referred objects, the image resized to
 the segmenter's input size, the soft prior proposal at that size and at the action grid, the
-no-prior flag and the phrase. Ground-truth masks are held only when asked for: the labeled bank
-needs them as training targets; for the unlabeled bank they are kept apart, in a
-:class:`GroundTruthVault`, which only diagnostics and the ``oracle`` reward may open.
+no-prior flag and the phrase. The heavy fields are :mod:`l2l_env.rows` sources computed per batch
+(images read from a per-image store, priors rendered from their boxes, masks decoded from their
+annotations), so memory does not grow with the data set beyond small per-sample metadata.
+Ground-truth masks are given only when asked for: the labeled bank needs them as training
+targets; for the unlabeled bank they are kept apart, in a :class:`GroundTruthVault`, which only
+diagnostics and the ``oracle`` reward may open.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,13 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from l2l_env.data.types import RefSplit, RefTable
-from segmenter.data import resize_images, resize_masks
+from l2l_env.rows import (BoxRows, GridRows, ImageRows, ImageStore, MaskRows, ProposalRows,
+                          RowSource, concat_rows, image_store, pool_to_grid)
 
-
-def pool_to_grid(maps: np.ndarray, grid: int) -> np.ndarray:
-    """Average-pool (N, H, W) maps to (N, grid, grid) float32."""
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
-    return F.adaptive_avg_pool2d(t, grid)[:, 0].numpy()
+__all__ = ["GroundTruthVault", "SampleBank", "build_bank", "concat_banks", "pool_to_grid",
+           "train_image_store", "upsample_grid"]
 
 
 def upsample_grid(cells: np.ndarray, size: int) -> np.ndarray:
@@ -33,17 +35,19 @@ def upsample_grid(cells: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class SampleBank:
-    """Arrays over the sentences of a set of referred objects (row = one sentence)."""
+    """The sentences of a set of referred objects (row = one sentence); ``images``, ``priors``,
+    ``prior_grid``, ``masks`` and ``distractors`` are row sources (``bank.images[rows]`` gives
+    the stacked array of those rows)."""
 
     sample_ids: list[str]
     phrases: list[str]
-    images: np.ndarray  # (N, S, S, 3) uint8
-    priors: np.ndarray  # (N, S, S) float32 soft proposal at input size
-    prior_grid: np.ndarray  # (N, G, G) float32
+    images: RowSource  # (N, S, S, 3) uint8
+    priors: RowSource  # (N, S, S) float32 soft proposal at input size
+    prior_grid: RowSource  # (N, G, G) float32
     no_prior: np.ndarray  # (N,) bool
     ref_rows: list[list[int]]  # rows of each referred object's sentences
-    masks: np.ndarray | None = None  # (N, S, S) bool, only when built with masks
-    distractors: np.ndarray | None = None
+    masks: RowSource | None = None  # (N, S, S) bool, only when built with masks
+    distractors: RowSource | None = None
     """(N, S, S) float32: a soft box on another object of the same image (a simulated grounding
     error, for training the segmenter to distrust a wrong prior), when built with distractors."""
 
@@ -68,51 +72,61 @@ class SampleBank:
                 ref_rows.append([new_index[r] for r in chosen])
         idx = np.array(order, dtype=np.int64)
         return SampleBank([self.sample_ids[i] for i in order], [self.phrases[i] for i in order],
-                          self.images[idx], self.priors[idx], self.prior_grid[idx],
+                          self.images.take(idx), self.priors.take(idx), self.prior_grid.take(idx),
                           self.no_prior[idx], ref_rows,
-                          None if self.masks is None else self.masks[idx],
-                          None if self.distractors is None else self.distractors[idx])
+                          None if self.masks is None else self.masks.take(idx),
+                          None if self.distractors is None else self.distractors.take(idx))
 
 
 def concat_banks(first: SampleBank, second: SampleBank) -> SampleBank:
     """The rows of ``first`` then those of ``second`` (masks dropped unless both have them)."""
     n = len(first)
-    masks = (np.concatenate([first.masks, second.masks])
-             if first.masks is not None and second.masks is not None else None)
     return SampleBank(first.sample_ids + second.sample_ids, first.phrases + second.phrases,
-                      np.concatenate([first.images, second.images]),
-                      np.concatenate([first.priors, second.priors]),
-                      np.concatenate([first.prior_grid, second.prior_grid]),
+                      concat_rows(first.images, second.images),
+                      concat_rows(first.priors, second.priors),
+                      concat_rows(first.prior_grid, second.prior_grid),
                       np.concatenate([first.no_prior, second.no_prior]),
-                      first.ref_rows + [[r + n for r in g] for g in second.ref_rows], masks)
+                      first.ref_rows + [[r + n for r in g] for g in second.ref_rows],
+                      concat_rows(first.masks, second.masks))
+
+
+def train_image_store(table: RefTable, image_size: int,
+                      cache_root: str | os.PathLike | None = None,
+                      progress: bool = False) -> ImageStore:
+    """The image store of every image of ``table`` at ``image_size`` (a packed cache built once
+    under ``cache_root``, see :func:`l2l_env.rows.image_store`); banks of subsets of the table
+    share it."""
+    return image_store(table.load_image, table.name, table.split, table.image_ids, image_size,
+                       cache_root=cache_root, progress=progress)
 
 
 def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
                proposal: str = "box", with_masks: bool = True,
-               distractor_seed: int | None = None) -> SampleBank:
-    """Prepare every sentence of ``table``: images, proposals from ``priors`` (a PriorTable), masks.
+               distractor_seed: int | None = None, images: ImageStore | None = None,
+               cache_root: str | os.PathLike | None = None) -> SampleBank:
+    """The bank of every sentence of ``table``: images, proposals from ``priors`` (a
+    PriorTable), masks, all as row sources (nothing heavy is computed here).
 
-    Images are loaded once per image id; masks are decoded only when ``with_masks`` is true. With
-    a ``distractor_seed``, each sentence also gets a distractor prior (see
-    :attr:`SampleBank.distractors`): the box of a random other object of its image, jittered by 5%
-    of its size, drawn with that seed (a flat no-prior map when the image has no other object).
+    ``images``: an image store holding every image of ``table`` (default: the table's own,
+    :func:`train_image_store` under ``cache_root``). Masks are given only when ``with_masks``
+    is true. With a ``distractor_seed``, each sentence also gets a distractor prior (see
+    :attr:`SampleBank.distractors`): the box of a random other object of its image, jittered by
+    5% of its size, drawn with that seed (a flat no-prior map when the image has no other object).
     """
     split = RefSplit(table, "per_sentence")
-    sample_ids, phrases, image_rows, ref_rows, mask_list = [], [], [], [], []
-    image_cache: dict[int, int] = {}
-    images: list[np.ndarray] = []
-    image_sizes: list[tuple[int, int]] = []
+    if images is None:
+        images = train_image_store(table, image_size, cache_root)
+    if images.size != image_size:
+        raise ValueError(f"image store of size {images.size} for a bank of size {image_size}")
+    sample_ids, phrases, image_rows, ref_index, records = [], [], [], [], []
     row_of_ref: dict[int, list[int]] = {}
+    ref_position: dict[int, int] = {}
     rng = np.random.default_rng([distractor_seed or 0, 11])
     distractor_boxes: list[np.ndarray] = []
     for i in range(len(split)):
         ref, pos = split.record(i)
         sent_id, text = ref.sentences[pos]
-        if ref.image_id not in image_cache:
-            image_cache[ref.image_id] = len(images)
-            image = table.load_image(ref.image_id)
-            image_sizes.append(image.shape[:2])
-            images.append(resize_images(image[None], image_size)[0])
+        image_rows.append(ref.image_id)
         if distractor_seed is not None:
             others = [o.box for k, o in enumerate(ref.objects) if k != ref.referent]
             box = np.full(4, np.nan)
@@ -123,30 +137,26 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         row = len(sample_ids)
         sample_ids.append(f"{ref.ref_id}:{sent_id}")
         phrases.append(text)
-        image_rows.append(image_cache[ref.image_id])
+        if ref.ref_id not in ref_position:
+            ref_position[ref.ref_id] = len(records)
+            records.append(ref)
+        ref_index.append(ref_position[ref.ref_id])
         row_of_ref.setdefault(ref.ref_id, []).append(row)
-        if with_masks:
-            if pos == 0 or not mask_list:
-                mask = resize_masks(ref.load_mask()[None], image_size)[0]
-            mask_list.append(mask)
     ref_rows = list(row_of_ref.values())
     if not sample_ids:
         raise ValueError(f"{table.name}/{table.split}: no samples to build a bank from")
-    image_array = np.stack(images)[np.array(image_rows)]
-    prior_maps = priors.proposals(sample_ids, image_size, image_size, kind=proposal)
-    prior_maps = np.clip(np.asarray(prior_maps, dtype=np.float32), 0.0, 1.0)
+    image_source = ImageRows(images, images.positions(image_rows))
+    prior_maps = ProposalRows(priors, sample_ids, image_size, proposal)
     distractors = None
     if distractor_seed is not None:
-        from l2l_env.priors import proposal_maps
-
-        sizes = np.asarray(image_sizes, float)[np.array(image_rows)]
-        distractors = np.clip(proposal_maps(np.stack(distractor_boxes), image_size, image_size, "box",
-                                            image_sizes=sizes), 0.0, 1.0).astype(np.float32)
+        distractors = BoxRows(np.stack(distractor_boxes), image_source.image_sizes(), image_size)
     return SampleBank(
-        sample_ids=sample_ids, phrases=phrases, images=image_array, priors=prior_maps,
-        prior_grid=pool_to_grid(prior_maps, grid_size),
+        sample_ids=sample_ids, phrases=phrases, images=image_source, priors=prior_maps,
+        prior_grid=GridRows(prior_maps, grid_size),
         no_prior=np.asarray(priors.no_prior(sample_ids), dtype=bool),
-        ref_rows=ref_rows, masks=np.stack(mask_list) if with_masks else None,
+        ref_rows=ref_rows,
+        masks=(MaskRows(records, np.array(ref_index, dtype=np.int64), image_size)
+               if with_masks else None),
         distractors=distractors)
 
 
@@ -156,7 +166,7 @@ class GroundTruthVault:
     Nothing that trains the segmenter or computes a non-oracle reward receives this object.
     """
 
-    def __init__(self, masks: np.ndarray | None) -> None:
+    def __init__(self, masks: RowSource | np.ndarray | None) -> None:
         self._masks = masks
 
     @property
@@ -165,7 +175,11 @@ class GroundTruthVault:
 
     def take(self, rows: list[int] | np.ndarray) -> GroundTruthVault:
         """The vault of the listed rows (in that order), e.g. one rank's shard of the pool."""
-        return GroundTruthVault(None if self._masks is None else self._masks[np.asarray(rows)])
+        if self._masks is None:
+            return GroundTruthVault(None)
+        rows = np.asarray(rows, dtype=np.int64)
+        masks = self._masks
+        return GroundTruthVault(masks.take(rows) if isinstance(masks, RowSource) else masks[rows])
 
     def mask(self, row: int) -> np.ndarray:
         if self._masks is None:

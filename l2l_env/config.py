@@ -14,9 +14,10 @@ ACTION_FORMS = ("construct", "select")
 
 @dataclass
 class DataSettings:
-    """Which data a run or an env works on: the data set, its root and loader options, and the
-    labeled/unlabeled split of its train images (shared by :class:`EnvConfig` and the run config,
-    so each default has one source)."""
+    """Which data a run or an env works on: the data set, its root and loader options, the
+    labeled/unlabeled split of its train images, and ``num_workers``, the worker processes that
+    assemble training batches (0: in the main process; the batches are the same either way).
+    Shared by :class:`EnvConfig` and the run config, so each default has one source."""
 
     dataset: str = "synthref"
     data_root: str | None = None
@@ -24,6 +25,7 @@ class DataSettings:
     label_ratio: float = 0.05
     split_seed: int = 0
     split_dir: str | None = None
+    num_workers: int = 0
 
 
 @dataclass
@@ -124,6 +126,7 @@ class EnvConfig(DataSettings):
             (self.reward in REWARDS, "reward", f"one of {sorted(REWARDS)}"),
             (self.probe_size >= 0, "probe_size", "a non-negative integer"),
             (self.warmup_steps >= 0, "warmup_steps", "a non-negative integer"),
+            (self.num_workers >= 0, "num_workers", "a non-negative integer"),
         ]
         for ok, key, expected in checks:
             if not ok:

@@ -157,7 +157,9 @@ class PseudoLabelEnv(gym.Env):
         self.loop_bank = concat_banks(data.unlabeled, data.probe) if calibrate else data.unlabeled
         self.trainer = SelfTrainer(self.segmenter, data.labeled, data.probe, self.loop_bank,
                                    update_steps=cfg.update_steps, labeled_batch=cfg.labeled_batch,
-                                   pseudo_weight=cfg.pseudo_weight)
+                                   pseudo_weight=cfg.pseudo_weight, num_workers=cfg.num_workers)
+        self._inputs: Any = None  # the loader of prediction inputs (workers start on first use)
+        self._ahead: tuple[np.ndarray, Any] | None = None
 
     def shard(self, rank: int, world_size: int) -> dict[str, int]:
         """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred
@@ -193,6 +195,7 @@ class PseudoLabelEnv(gym.Env):
         self._global_step = 0
         self.trainer.reset()
         self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self._ahead = None
         self._started = True
 
     def step(self, action):
@@ -435,9 +438,8 @@ class PseudoLabelEnv(gym.Env):
             end = (pos // k + 1) * k
             positions = list(range(pos, end))
             rows = np.array([self._row_at(p) for p in positions])
-            bank = self.loop_bank
-            images, priors = bank.images[rows], bank.priors[rows]
-            phrases = [bank.phrases[r] for r in rows]
+            inputs = self._window_inputs(rows, end)
+            images, priors, phrases = inputs["images"], inputs["priors"], inputs["phrases"]
             student = self.segmenter.predict(images, priors, phrases, teacher=False)
             teacher = self.segmenter.predict(images, priors, phrases, teacher=True)
             text = self._text_embeddings(phrases)
@@ -448,6 +450,38 @@ class PseudoLabelEnv(gym.Env):
                                   "student_grid": student_grid[i], "teacher_grid": teacher_grid[i],
                                   "text": text[i]}
         return self._cache[pos]
+
+    def _window_inputs(self, rows: np.ndarray, end: int) -> dict[str, Any]:
+        """Images, priors and phrases of the loop rows of one prediction window, from the input
+        loader: prepared ahead (by a worker, while this window is predicted) when the next
+        window's rows are already scheduled."""
+        if self._inputs is None:
+            from segmenter.data import BatchLoader
+
+            self._inputs = BatchLoader(_WindowInputs(self.loop_bank),
+                                       num_workers=min(1, self.config.num_workers),
+                                       pin_memory=self.segmenter.device.type == "cuda"
+                                       and self.config.num_workers > 0)
+        ahead, self._ahead = self._ahead, None
+        inputs = None
+        if ahead is not None and np.array_equal(ahead[0], rows):
+            inputs = next(ahead[1])
+        if inputs is None:
+            inputs = next(self._inputs.batches([rows]))
+        following = [self._known_row(p) for p in range(end, end + self.config.update_interval)]
+        if all(r is not None for r in following):
+            nxt = np.array(following, dtype=np.int64)
+            self._ahead = (nxt, self._inputs.batches([nxt]))
+        return inputs
+
+    def _known_row(self, pos: int) -> int | None:
+        """The loop row of step ``pos`` when it is already scheduled (nothing is drawn)."""
+        n = self.config.calibration_every
+        if n and pos % n == n - 1:
+            k = pos // n
+            return int(self._calib_schedule[k]) if k < len(self._calib_schedule) else None
+        k = pos - (pos + 1) // n if n else pos
+        return int(self._schedule[k]) if k < len(self._schedule) else None
 
     def _observation(self) -> dict[str, np.ndarray]:
         pos = self._global_step
@@ -512,3 +546,15 @@ class PseudoLabelEnv(gym.Env):
             "pl_cell_correct": L.cell_fraction(((candidate > 0.5) == gt).astype(np.float32),
                                                self.grid_size).ravel(),
         }
+
+
+class _WindowInputs:
+    """The prediction inputs of a window of loop rows: ``{"images", "priors", "phrases"}``."""
+
+    def __init__(self, bank: Any) -> None:
+        self.bank = bank
+
+    def __call__(self, rows: np.ndarray) -> dict[str, Any]:
+        bank = self.bank
+        return {"images": bank.images[rows], "priors": bank.priors[rows],
+                "phrases": [bank.phrases[r] for r in rows]}

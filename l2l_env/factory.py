@@ -18,13 +18,22 @@ from l2l_env.bank import SampleBank
 from l2l_env.loop_data import LoopData, load_loop_data
 
 
-def build_segmenter(config: Any):
-    """A fresh :class:`segmenter.Segmenter` from an env config's ``segmenter`` overrides (its
+def segmenter_config(config: Any):
+    """The :class:`segmenter.SegmenterConfig` of an env config's ``segmenter`` overrides (its
     ``device`` and ``seed`` default to the env's)."""
-    from segmenter import Segmenter, SegmenterConfig
+    from segmenter import SegmenterConfig
 
     overrides = {"device": config.device, "seed": config.seed, **config.segmenter}
-    return Segmenter(SegmenterConfig.from_dict(overrides))
+    return SegmenterConfig.from_dict(overrides)
+
+
+def build_segmenter(config: Any, text_encoder: Any = None):
+    """A fresh :class:`segmenter.Segmenter` from an env config's ``segmenter`` overrides (its
+    ``device`` and ``seed`` default to the env's); ``text_encoder``: one to use (e.g. a
+    :class:`l2l_env.text_store.StoredTextEncoder`), else it loads its own on first use."""
+    from segmenter import Segmenter
+
+    return Segmenter(segmenter_config(config), text_encoder=text_encoder)
 
 
 def load_weights(segmenter: Any, path: str) -> None:
@@ -35,13 +44,14 @@ def load_weights(segmenter: Any, path: str) -> None:
     segmenter.load_state_dict(loaded.state_dict())
 
 
-def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int) -> None:
-    """Supervised burn-in: ``steps`` optimiser steps on the labeled bank (batches of up to 32)."""
+def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int, num_workers: int = 0) -> None:
+    """Supervised burn-in: ``steps`` optimiser steps on the labeled bank (batches of up to 32,
+    assembled by ``num_workers`` worker processes)."""
     from segmenter import fit
 
-    fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks.astype(np.float32),
+    fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks,
         steps=steps, batch_size=max(1, min(32, len(labeled))), seed=seed, progress=False,
-        desc="warm-up", alt_priors=labeled.distractors)
+        desc="warm-up", alt_priors=labeled.distractors, num_workers=num_workers)
 
 
 def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_size: int,
@@ -103,7 +113,7 @@ def prepare_parts(config: Any, segmenter: Any) -> LoopData:
                              config.seed)
             file = Path(config.warmup_cache) / f"warmup-{key}.pt"
         if file is None or not read_warm_start(segmenter, file):
-            warm_up(segmenter, data.labeled, config.warmup_steps, config.seed)
+            warm_up(segmenter, data.labeled, config.warmup_steps, config.seed, config.num_workers)
             if file is not None:
                 segmenter.save(file)
     return data

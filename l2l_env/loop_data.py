@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from l2l_env.bank import GroundTruthVault, SampleBank, build_bank
+from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, train_image_store
 from l2l_env.data import LabelSplit, RefSplit, label_split, load_table
 
 
@@ -79,8 +79,9 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
     if not split.unlabeled:
         raise ValueError(f"label_ratio={cfg.label_ratio} leaves no unlabeled train images")
     S, G = image_size, cfg.grid_size
+    images = train_image_store(table, S, cfg.cache_dir)  # one store: both banks read from it
     labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal,
-                         distractor_seed=cfg.split_seed if distractors else None)
+                         distractor_seed=cfg.split_seed if distractors else None, images=images)
     # Hold a few labeled objects out of training: the probe of the utility and heldout rewards.
     order = np.random.default_rng(cfg.split_seed).permutation(labeled.num_refs)
     n_probe = min(cfg.probe_size, labeled.num_refs // 4)
@@ -88,7 +89,7 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
     probe = labeled.take([r for i in probe_refs for r in labeled.ref_rows[i]])
     train = labeled.take([r for i in train_refs for r in labeled.ref_rows[i]])
     unlabeled = build_bank(table.subset(split.unlabeled), priors, S, G, proposal=cfg.proposal,
-                           with_masks=cfg.diagnostics)
+                           with_masks=cfg.diagnostics, images=images)
     vault = GroundTruthVault(unlabeled.masks)
     unlabeled.masks = None  # from here on only the vault holds them
     if cfg.calibration_every and len(probe) == 0:

@@ -27,15 +27,22 @@ class SelfTrainer:
     :param update_steps: optimiser steps per update.
     :param labeled_batch: labeled samples added to every step's batch.
     :param pseudo_weight: weight of a pseudo-labeled pixel relative to a labeled one.
+    :param num_workers: worker processes that assemble the update's batches (0: this process).
+        The labeled batch indices are drawn here, in order, and every other draw is seeded by
+        the segmenter step the batch trains, so the batches do not depend on it.
     """
 
     def __init__(self, segmenter: Any, labeled: SampleBank, probe: SampleBank, pool: SampleBank, *,
-                 update_steps: int, labeled_batch: int, pseudo_weight: float) -> None:
+                 update_steps: int, labeled_batch: int, pseudo_weight: float,
+                 num_workers: int = 0) -> None:
         self.segmenter = segmenter
         self.labeled, self.probe, self.pool = labeled, probe, pool
         self.update_steps = int(update_steps)
         self.labeled_batch = int(labeled_batch)
         self.pseudo_weight = float(pseudo_weight)
+        self.num_workers = int(num_workers)
+        self._loader: Any = None
+        self._probe_inputs: dict[str, Any] | None = None
         self.pending: list[tuple[int, np.ndarray, np.ndarray]] = []
         """``(pool row, label (S, S), weight (S, S))`` of every label since the last update."""
         self.probe_miou: float | None = None
@@ -50,14 +57,17 @@ class SelfTrainer:
         self.pending.append((int(row), label, weight))
 
     def probe_score(self) -> float:
-        """Mean IoU of the student on the probe (0 without a probe)."""
+        """Mean IoU of the student on the probe (0 without a probe), on the probe's arrays that
+        the update's loader assembled while it trained, else read now."""
+        inputs, self._probe_inputs = self._probe_inputs, None
         if len(self.probe) == 0:
             return 0.0
         from l2l_env.metrics import iou
 
-        probe = self.probe
-        probs = self.segmenter.predict(probe.images, probe.priors, probe.phrases)
-        return float(iou(probs > 0.5, probe.masks).mean())
+        if inputs is None:
+            inputs = _UpdateBatch(self.pool, self.labeled, 0.0, self.probe)(("probe",))
+        probs = self.segmenter.predict(inputs["images"], inputs["priors"], inputs["phrases"])
+        return float(iou(probs > 0.5, inputs["masks"]).mean())
 
     def update(self, rng: np.random.Generator) -> dict[str, float]:
         """Train on the pending labels (cleared) plus labeled batches drawn with ``rng``; returns
@@ -72,19 +82,33 @@ class SelfTrainer:
         weights = (np.stack([p[2] for p in pending]) if pending else empty) * np.float32(self.pseudo_weight)
         keep = weights.any(axis=(1, 2))
         rows, targets, weights = rows[keep], targets[keep], weights[keep]
-        bank, lab = self.pool, self.labeled
-        losses = []
+        lab = self.labeled
+        draws = []  # drawn as a step-by-step loop draws them (the batches need only these)
         for _ in range(self.update_steps):
             idx = rng.choice(len(lab), size=min(self.labeled_batch, len(lab)), replace=False)
             if len(rows) + len(idx) == 0:
                 break
-            images = np.concatenate([bank.images[rows], lab.images[idx]])
-            priors = np.concatenate([bank.priors[rows], self.labeled_priors(idx)])
-            phrases = [bank.phrases[r] for r in rows] + [lab.phrases[i] for i in idx]
-            tgt = np.concatenate([targets, lab.masks[idx].astype(np.float32)])
-            wts = np.concatenate([weights, np.ones((len(idx),) + lab.masks.shape[1:], np.float32)])
-            losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
+            draws.append(idx)
+        step = int(self.segmenter.step)
+        train_keys = [("labeled", idx, step + j) for j, idx in enumerate(draws)]
+        keys = ([("pool", rows)] + train_keys if draws else []) + \
+            ([("probe",)] if len(self.probe) else [])  # the probe is read while training runs
+        batches = self.loader().batches(keys)
+        losses = []
+        if draws:
+            pool = next(batches)
+            for (_, idx, at), labeled in zip(train_keys, batches):
+                if at != self.segmenter.step:
+                    raise RuntimeError(f"update: batch of step {at} at step {self.segmenter.step}")
+                images = np.concatenate([pool["images"], labeled["images"]])
+                priors = np.concatenate([pool["priors"], labeled["priors"]])
+                phrases = pool["phrases"] + labeled["phrases"]
+                tgt = np.concatenate([targets, labeled["masks"].astype(np.float32)])
+                ones = np.ones((len(idx),) + lab.masks.shape[1:], np.float32)
+                wts = np.concatenate([weights, ones])
+                losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
         before = self.probe_miou
+        self._probe_inputs = next(batches) if len(self.probe) else None
         self.probe_miou = self.probe_score()
         return {"loss": float(np.mean(losses)) if losses else 0.0,
                 "pseudo_samples": int(len(rows)),
@@ -92,15 +116,26 @@ class SelfTrainer:
                 "probe_delta": self.probe_miou - before,
                 "segmenter_step": int(self.segmenter.step)}
 
-    def labeled_priors(self, idx: np.ndarray) -> np.ndarray:
+    def loader(self) -> Any:
+        """The batch loader of the updates (its workers start at the first update)."""
+        if self._loader is None:
+            from segmenter.data import BatchLoader
+
+            cuda = self.segmenter.device.type == "cuda"
+            self._loader = BatchLoader(
+                _UpdateBatch(self.pool, self.labeled, float(self.segmenter.config.prior_swap),
+                             self.probe),
+                num_workers=self.num_workers, pin_memory=cuda and self.num_workers > 0)
+        return self._loader
+
+    def labeled_priors(self, idx: np.ndarray, step: int | None = None) -> np.ndarray:
         """The priors of labeled rows ``idx`` for a training step: with the segmenter's
         ``prior_swap`` > 0 and a labeled bank built with distractors, each is replaced by its
-        distractor with that probability (seeded by the segmenter's step: exact on resume)."""
-        lab, swap = self.labeled, float(self.segmenter.config.prior_swap)
-        if swap <= 0 or lab.distractors is None or len(idx) == 0:
-            return lab.priors[idx]
-        draw = np.random.default_rng([int(self.segmenter.step), 3]).random(len(idx)) < swap
-        return np.where(draw[:, None, None], lab.distractors[idx], lab.priors[idx])
+        distractor with that probability (seeded by the segmenter's step, or ``step``: exact on
+        resume)."""
+        return _labeled_priors(self.labeled, idx, float(self.segmenter.config.prior_swap),
+                               int(self.segmenter.step) if step is None else int(step))
+
 
     def state_dict(self) -> dict[str, Any]:
         """The pending labels and the last probe score (copies)."""
@@ -110,3 +145,38 @@ class SelfTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pending = [(int(r), np.asarray(s), np.asarray(t)) for r, s, t in copy.deepcopy(state["pending"])]
         self.probe_miou = state["probe_miou"]
+
+
+def _labeled_priors(lab: SampleBank, idx: np.ndarray, swap: float, step: int) -> np.ndarray:
+    """The priors of labeled rows ``idx`` for the training step ``step`` (see
+    :meth:`SelfTrainer.labeled_priors`)."""
+    if swap <= 0 or lab.distractors is None or len(idx) == 0:
+        return lab.priors[idx]
+    draw = np.random.default_rng([step, 3]).random(len(idx)) < swap
+    return np.where(draw[:, None, None], lab.distractors[idx], lab.priors[idx])
+
+
+class _UpdateBatch:
+    """The parts of an update's batches, by key: ``("pool", rows)`` the pending rows' images,
+    priors and phrases; ``("labeled", idx, step)`` the labeled rows' images, priors (with the
+    step's distractor swap), phrases and masks; ``("probe",)`` every probe row's."""
+
+    def __init__(self, pool: SampleBank, labeled: SampleBank, prior_swap: float,
+                 probe: SampleBank) -> None:
+        self.pool, self.labeled, self.prior_swap, self.probe = pool, labeled, prior_swap, probe
+
+    def __call__(self, key: tuple) -> dict[str, Any]:
+        if key[0] == "probe":
+            probe = self.probe
+            return {"images": probe.images[:], "priors": probe.priors[:],
+                    "phrases": list(probe.phrases), "masks": probe.masks[:]}
+        if key[0] == "pool":
+            rows = key[1]
+            bank = self.pool
+            return {"images": bank.images[rows], "priors": bank.priors[rows],
+                    "phrases": [bank.phrases[r] for r in rows]}
+        _, idx, step = key
+        lab = self.labeled
+        priors = _labeled_priors(lab, idx, self.prior_swap, step)
+        return {"images": lab.images[idx], "priors": priors,
+                "phrases": [lab.phrases[i] for i in idx], "masks": lab.masks[idx]}

@@ -6,6 +6,7 @@ so a run resumed from a checkpoint continues with exactly the batches it would h
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from segmenter.data import BatchLoader
 from segmenter.engine import Segmenter
 
 
@@ -45,13 +47,35 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int = 0) -> np.ndarr
     return np.concatenate(out)
 
 
+class _FitBatch:
+    """Batch ``step`` of :func:`fit` from its arrays: ``{"step", "images", "priors", "phrases",
+    "targets", "weights"}`` (a function of the step alone)."""
+
+    def __init__(self, images: Any, priors: Any, phrases: list[str], targets: Any, weights: Any,
+                 alt_priors: Any, n: int, batch_size: int, seed: int, prior_swap: float) -> None:
+        self.images, self.priors, self.phrases = images, priors, phrases
+        self.targets, self.weights, self.alt_priors = targets, weights, alt_priors
+        self.n, self.batch_size, self.seed, self.prior_swap = n, batch_size, seed, prior_swap
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        idx = batch_indices(self.n, self.batch_size, step, self.seed)
+        batch_priors = None if self.priors is None else self.priors[idx]
+        if self.prior_swap > 0:
+            draw = np.random.default_rng([self.seed, step, 1]).random(len(idx))
+            swap = draw < self.prior_swap
+            batch_priors = np.where(swap[:, None, None], self.alt_priors[idx], batch_priors)
+        return {"step": step, "images": self.images[idx], "priors": batch_priors,
+                "phrases": [self.phrases[i] for i in idx], "targets": self.targets[idx],
+                "weights": None if self.weights is None else self.weights[idx]}
+
+
 def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         phrases: Sequence[str], targets: np.ndarray, weights: np.ndarray | None = None, *,
         steps: int | None = None, minutes: float | None = None, batch_size: int = 32,
         seed: int = 0, eval_fn: Callable[[Segmenter], dict[str, float]] | None = None,
         eval_every: int = 0, log_every: int = 50, progress: bool = True,
         desc: str = "train", alt_priors: np.ndarray | None = None,
-        prior_swap: float | None = None, objects: np.ndarray | None = None) -> FitResult:
+        prior_swap: float | None = None, num_workers: int = 0) -> FitResult:
     """Train ``segmenter`` on arrays for ``steps`` optimiser steps and/or ``minutes`` of wall time
     (whichever ends first; at least one must be given).
 
@@ -63,8 +87,11 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     that replace a sample's prior with probability ``prior_swap``: simulated grounding errors, so
     the network sees enough of them to learn when not to trust a prior.
 
-    ``objects`` (N, heads, H, W) int are the targets of the segmenter's object-attribute heads
-    (see :meth:`Segmenter.train_step`); ``None`` leaves those heads untrained.
+    The arrays may be any row sources (``source[idx]`` gives the rows of a batch, e.g. the
+    streamed fields of ``l2l_env.bank.SampleBank``). Batch ``step`` is a function of the step
+    alone (:func:`batch_indices`, and the prior swap seeded by ``(seed, step)``), so with
+    ``num_workers`` > 0 batches are assembled ahead in worker processes
+    (:class:`segmenter.data.BatchLoader`, pinned on CUDA) and training is the same.
     """
     if prior_swap is None:  # the segmenter's own setting, where distractors are given
         prior_swap = segmenter.config.prior_swap if alt_priors is not None else 0.0
@@ -76,7 +103,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         raise ValueError("fit needs steps= or minutes= (or both)")
     n = len(phrases)
     for name, arr in (("images", images), ("priors", priors), ("targets", targets),
-                      ("weights", weights), ("alt_priors", alt_priors), ("objects", objects)):
+                      ("weights", weights), ("alt_priors", alt_priors)):
         if arr is not None and len(arr) != n:
             raise ValueError(f"fit: {name} has {len(arr)} entries but there are {n} phrases")
     phrases = list(phrases)
@@ -87,21 +114,23 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     taken = 0
     stopped_by = "steps"
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    make = _FitBatch(images, priors, phrases, targets, weights, alt_priors, n, batch_size, seed,
+                     prior_swap)
+    loader = BatchLoader(make, num_workers=num_workers,
+                         pin_memory=segmenter.device.type == "cuda" and num_workers > 0)
+    first = segmenter.step
+    keys = itertools.count(first) if steps is None else range(first, first + steps)
+    batches = loader.batches(keys)
     try:
         while steps is None or taken < steps:
             if deadline is not None and time.perf_counter() >= deadline:
                 stopped_by = "time"
                 break
-            idx = batch_indices(n, batch_size, segmenter.step, seed)
-            batch_priors = None if priors is None else priors[idx]
-            if prior_swap > 0:
-                draw = np.random.default_rng([seed, segmenter.step, 1]).random(len(idx))
-                swap = draw < prior_swap
-                batch_priors = np.where(swap[:, None, None], alt_priors[idx], batch_priors)
-            out = segmenter.train_step(
-                images[idx], batch_priors, [phrases[i] for i in idx],
-                targets[idx], None if weights is None else weights[idx],
-                None if objects is None else objects[idx])
+            batch = next(batches)
+            if batch["step"] != segmenter.step:  # train_step takes exactly one step or raises
+                raise RuntimeError(f"fit: batch of step {batch['step']} at step {segmenter.step}")
+            out = segmenter.train_step(batch["images"], batch["priors"], batch["phrases"],
+                                       batch["targets"], batch["weights"])
             taken += 1
             for k, v in out.items():
                 running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
@@ -114,6 +143,8 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
                 history.append({"step": segmenter.step, "time": time.perf_counter() - t0,
                                 **eval_fn(segmenter)})
     finally:
+        batches.close()
+        loader.close()
         bar.close()
     if eval_fn is not None and not (eval_every and segmenter.step % eval_every == 0 and taken):
         history.append({"step": segmenter.step, "time": time.perf_counter() - t0,

@@ -155,8 +155,9 @@ def test_distractor_priors_point_at_another_object_and_training_sees_them(l2l_ca
     lab = data.labeled
     assert lab.distractors is not None and lab.distractors.shape == lab.priors.shape
     assert data.unlabeled.distractors is None  # only labeled samples train with them
-    inside = (lab.distractors * lab.masks).sum((1, 2)) / lab.distractors.sum((1, 2))
-    own = (lab.priors * lab.masks).sum((1, 2)) / lab.priors.sum((1, 2))
+    distractors, priors, masks = lab.distractors[:], lab.priors[:], lab.masks[:]
+    inside = (distractors * masks).sum((1, 2)) / distractors.sum((1, 2))
+    own = (priors * masks).sum((1, 2)) / priors.sum((1, 2))
     assert np.median(inside) < 0.3 < np.median(own)  # mostly off the referent, unlike its prior
     seen = []
     real = seg.train_step

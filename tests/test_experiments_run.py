@@ -145,3 +145,22 @@ def test_resume_runs_only_the_remaining_steps_and_refuses_another_seed(reference
     assert len(steps) == 32 - 16 and fits == []  # the second chunk only; no warm-up again
     got = json.loads((out / "results.json").read_text())
     assert got["metrics"] == json.loads((reference / "results.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
+def test_loader_workers_change_nothing_even_across_a_resume(reference, l2l_cache, tmp_path):
+    """Killed with 2 loader workers, resumed with 1: the results of the 0-worker reference run
+    (``num_workers`` only changes how batches are assembled, so a resume may change it)."""
+    out = tmp_path / "workers"
+    env = dict(os.environ, **{KILL_ENV: "20", "OMP_WAIT_POLICY": "PASSIVE"})
+    proc = subprocess.run([sys.executable, "-m", "experiments.run",
+                           *tiny_args(l2l_cache, out, "num_workers=2")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert run_main(tiny_args(l2l_cache, out, "--resume", "num_workers=1")) == 0
+    got = json.loads((out / "results.json").read_text())
+    want = json.loads((reference / "results.json").read_text())
+    assert got["metrics"] == want["metrics"] and got["pseudo_labels"] == want["pseudo_labels"]
+    a = torch.load(reference / "segmenter.pt", weights_only=True)
+    b = torch.load(out / "segmenter.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -44,6 +44,10 @@ def _rollout(env, steps: int, seed: int = 7) -> list:
     return out
 
 
+def guarded_vault(self, row):
+    raise AssertionError(f"the ground-truth vault was opened (row {row})")
+
+
 def guard_unlabeled_truth(l2l_cache, monkeypatch) -> list:
     """From here on, reading any unlabeled sample's mask fails the test (build the reference run
     and the caches first: they may read masks)."""
@@ -57,8 +61,7 @@ def guard_unlabeled_truth(l2l_cache, monkeypatch) -> list:
             raise AssertionError(f"unlabeled mask of image {self.image_id} was read")
         return original(self)
 
-    def vault(self, row):
-        raise AssertionError(f"the ground-truth vault was opened (row {row})")
+    vault = guarded_vault
 
     def pictures(self, row):
         raise AssertionError(f"diagnostic_mask({row}) was called during the run")
@@ -98,10 +101,16 @@ def test_unlabeled_ground_truth_never_reaches_rewards_or_training(l2l_cache, mon
 
 
 def test_the_guard_catches_a_read(l2l_cache, monkeypatch):
+    opened = GroundTruthVault.mask
     reads = guard_unlabeled_truth(l2l_cache, monkeypatch)
+    monkeypatch.setattr(GroundTruthVault, "mask", opened)  # masks are decoded when a step opens it
+    seen = PseudoLabelEnv(**tiny_env_kwargs(l2l_cache, diagnostics=True, calibration_every=0,
+                                            reward="agreement"))
+    seen.reset(seed=0)
     with pytest.raises(AssertionError, match="unlabeled mask of image"):
-        PseudoLabelEnv(**tiny_env_kwargs(l2l_cache, diagnostics=True))   # diagnostics decode them
+        seen.step(np.full(N, L.TEACHER, np.int8))   # diagnostics decode the step's mask
     assert reads
+    monkeypatch.setattr(GroundTruthVault, "mask", guarded_vault)
     env = PseudoLabelEnv(**tiny_env_kwargs(l2l_cache, diagnostics=False))
     env.reset(seed=0)
     with pytest.raises(AssertionError, match="vault"):

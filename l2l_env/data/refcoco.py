@@ -173,6 +173,18 @@ class ImageReader:
             raise ValueError(f"image {path} is {size[0]}x{size[1]} (WxH) but its instances.json "
                              f"record says {width}x{height}")
 
+    def fingerprint(self) -> str:
+        """A key of the image files (folder, names, recorded sizes, byte sizes and modification
+        times): a cache of decoded images keyed by it is rebuilt when any file changes."""
+        from l2l_env.data.cache import config_key
+
+        entries = []
+        for image_id in sorted(self.records):
+            stat = self.existing_path(image_id).stat()
+            name, height, width = self.records[image_id]
+            entries.append([image_id, name, height, width, stat.st_size, stat.st_mtime_ns])
+        return config_key({"dir": str(self.image_dir.resolve()), "files": entries}, 32)
+
     def __call__(self, image_id: int) -> np.ndarray:
         path = self.existing_path(image_id)
         _, height, width = self.records[int(image_id)]

@@ -156,7 +156,8 @@ class SynthRefData:
                 ref_id=ref_id, image_id=int(self.image_ids[img]), box=infos[img][obj].box,
                 sentences=tuple(sentences[r]), mask=_MaskLoader(labels, img, obj),
                 objects=infos[img], referent=obj, category=self.objects[img][obj].shape))
-        return RefTable("synthref", self.split, refs, _ImageLoader(images, row_of))
+        source = f"synthref/{self.config.key()}/{self.split}"
+        return RefTable("synthref", self.split, refs, _ImageLoader(images, row_of, source))
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,6 +166,12 @@ class _ImageLoader:
 
     images: np.ndarray
     row_of: dict[int, int]
+    source: str
+    """What the images are (the generation config's key and the split): keys the image cache."""
+
+    def fingerprint(self) -> str:
+        """A name of the images' source, for keying caches of derived arrays."""
+        return self.source
 
     def __call__(self, image_id: int) -> np.ndarray:
         try:
