@@ -49,11 +49,12 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int = 0) -> np.ndarr
 
 class _FitBatch:
     """Batch ``step`` of :func:`fit` from its arrays: ``{"step", "images", "priors", "phrases",
-    "targets", "weights"}`` (a function of the step alone)."""
+    "targets", "weights", "objects"}`` (a function of the step alone)."""
 
     def __init__(self, images: Any, priors: Any, phrases: list[str], targets: Any, weights: Any,
-                 alt_priors: Any, n: int, batch_size: int, seed: int, prior_swap: float) -> None:
-        self.images, self.priors, self.phrases = images, priors, phrases
+                 alt_priors: Any, n: int, batch_size: int, seed: int, prior_swap: float,
+                 objects: Any = None) -> None:
+        self.images, self.priors, self.phrases, self.objects = images, priors, phrases, objects
         self.targets, self.weights, self.alt_priors = targets, weights, alt_priors
         self.n, self.batch_size, self.seed, self.prior_swap = n, batch_size, seed, prior_swap
 
@@ -66,7 +67,8 @@ class _FitBatch:
             batch_priors = np.where(swap[:, None, None], self.alt_priors[idx], batch_priors)
         return {"step": step, "images": self.images[idx], "priors": batch_priors,
                 "phrases": [self.phrases[i] for i in idx], "targets": self.targets[idx],
-                "weights": None if self.weights is None else self.weights[idx]}
+                "weights": None if self.weights is None else self.weights[idx],
+                "objects": None if self.objects is None else self.objects[idx]}
 
 
 def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
@@ -75,7 +77,8 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         seed: int = 0, eval_fn: Callable[[Segmenter], dict[str, float]] | None = None,
         eval_every: int = 0, log_every: int = 50, progress: bool = True,
         desc: str = "train", alt_priors: np.ndarray | None = None,
-        prior_swap: float | None = None, num_workers: int = 0) -> FitResult:
+        prior_swap: float | None = None, num_workers: int = 0,
+        objects: np.ndarray | None = None) -> FitResult:
     """Train ``segmenter`` on arrays for ``steps`` optimiser steps and/or ``minutes`` of wall time
     (whichever ends first; at least one must be given).
 
@@ -86,6 +89,9 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     ``alt_priors`` (N, H, W) are *wrong* priors (e.g. a soft box on another object of the image)
     that replace a sample's prior with probability ``prior_swap``: simulated grounding errors, so
     the network sees enough of them to learn when not to trust a prior.
+
+    ``objects`` (N, heads, H, W) int are the targets of the segmenter's object-attribute heads
+    (see :meth:`Segmenter.train_step`); ``None`` leaves those heads untrained.
 
     The arrays may be any row sources (``source[idx]`` gives the rows of a batch, e.g. the
     streamed fields of ``l2l_env.bank.SampleBank``). Batch ``step`` is a function of the step
@@ -103,7 +109,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
         raise ValueError("fit needs steps= or minutes= (or both)")
     n = len(phrases)
     for name, arr in (("images", images), ("priors", priors), ("targets", targets),
-                      ("weights", weights), ("alt_priors", alt_priors)):
+                      ("weights", weights), ("alt_priors", alt_priors), ("objects", objects)):
         if arr is not None and len(arr) != n:
             raise ValueError(f"fit: {name} has {len(arr)} entries but there are {n} phrases")
     phrases = list(phrases)
@@ -115,7 +121,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     stopped_by = "steps"
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     make = _FitBatch(images, priors, phrases, targets, weights, alt_priors, n, batch_size, seed,
-                     prior_swap)
+                     prior_swap, objects)
     loader = BatchLoader(make, num_workers=num_workers,
                          pin_memory=segmenter.device.type == "cuda" and num_workers > 0)
     first = segmenter.step
@@ -130,7 +136,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
             if batch["step"] != segmenter.step:  # train_step takes exactly one step or raises
                 raise RuntimeError(f"fit: batch of step {batch['step']} at step {segmenter.step}")
             out = segmenter.train_step(batch["images"], batch["priors"], batch["phrases"],
-                                       batch["targets"], batch["weights"])
+                                       batch["targets"], batch["weights"], batch["objects"])
             taken += 1
             for k, v in out.items():
                 running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
