@@ -260,10 +260,11 @@ class Runner:
                                   unlabeled_images=len(u.label_split.unlabeled))
         else:
             from l2l_env.bank import build_bank
+            from l2l_env.loop_data import load_train_mistakes
 
             swap = self.segmenter.config.prior_swap > 0
             self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
-                                   distractor_seed=env_cfg.split_seed if swap else None,
+                                   distractors=load_train_mistakes(env_cfg, table) if swap else None,
                                    cache_root=env_cfg.cache_dir)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
         self.train_data = None

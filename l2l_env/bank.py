@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from l2l_env.data.types import RefSplit, RefTable
-from l2l_env.rows import (BoxRows, GridRows, ImageRows, ImageStore, MaskRows, ProposalRows,
+from l2l_env.rows import (GridRows, ImageRows, ImageStore, MaskRows, ProposalRows,
                           RowSource, concat_rows, image_store, pool_to_grid)
 
 __all__ = ["GroundTruthVault", "SampleBank", "build_bank", "concat_banks", "pool_to_grid",
@@ -48,8 +49,9 @@ class SampleBank:
     ref_rows: list[list[int]]  # rows of each referred object's sentences
     masks: RowSource | None = None  # (N, S, S) bool, only when built with masks
     distractors: RowSource | None = None
-    """(N, S, S) float32: a soft box on another object of the same image (a simulated grounding
-    error, for training the segmenter to distrust a wrong prior), when built with distractors."""
+    """(N, S, S) float32: a wrong prior per sentence (a simulated grounding error, mostly a box on
+    another object of the image; :func:`l2l_env.priors.load_mistake_priors`), for training the
+    segmenter to distrust a wrong prior, when built with distractors."""
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -102,16 +104,16 @@ def train_image_store(table: RefTable, image_size: int,
 
 def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
                proposal: str = "box", with_masks: bool = True,
-               distractor_seed: int | None = None, images: ImageStore | None = None,
+               distractors: Any = None, images: ImageStore | None = None,
                cache_root: str | os.PathLike | None = None) -> SampleBank:
     """The bank of every sentence of ``table``: images, proposals from ``priors`` (a
     PriorTable), masks, all as row sources (nothing heavy is computed here).
 
     ``images``: an image store holding every image of ``table`` (default: the table's own,
     :func:`train_image_store` under ``cache_root``). Masks are given only when ``with_masks``
-    is true. With a ``distractor_seed``, each sentence also gets a distractor prior (see
-    :attr:`SampleBank.distractors`): the box of a random other object of its image, jittered by
-    5% of its size, drawn with that seed (a flat no-prior map when the image has no other object).
+    is true. ``distractors``: a prior table of wrong groundings (see
+    :func:`l2l_env.priors.load_mistake_priors`) whose proposals become
+    :attr:`SampleBank.distractors`.
     """
     split = RefSplit(table, "per_sentence")
     if images is None:
@@ -121,19 +123,10 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
     sample_ids, phrases, image_rows, ref_index, records = [], [], [], [], []
     row_of_ref: dict[int, list[int]] = {}
     ref_position: dict[int, int] = {}
-    rng = np.random.default_rng([distractor_seed or 0, 11])
-    distractor_boxes: list[np.ndarray] = []
     for i in range(len(split)):
         ref, pos = split.record(i)
         sent_id, text = ref.sentences[pos]
         image_rows.append(ref.image_id)
-        if distractor_seed is not None:
-            others = [o.box for k, o in enumerate(ref.objects) if k != ref.referent]
-            box = np.full(4, np.nan)
-            if others:
-                box = np.asarray(others[int(rng.integers(len(others)))], float)
-                box = box + rng.normal(0.0, 0.05, 4) * box[[2, 3, 2, 3]]
-            distractor_boxes.append(box)
         row = len(sample_ids)
         sample_ids.append(f"{ref.ref_id}:{sent_id}")
         phrases.append(text)
@@ -147,9 +140,8 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         raise ValueError(f"{table.name}/{table.split}: no samples to build a bank from")
     image_source = ImageRows(images, images.positions(image_rows))
     prior_maps = ProposalRows(priors, sample_ids, image_size, proposal)
-    distractors = None
-    if distractor_seed is not None:
-        distractors = BoxRows(np.stack(distractor_boxes), image_source.image_sizes(), image_size)
+    wrong = None if distractors is None else \
+        ProposalRows(distractors, sample_ids, image_size, proposal)
     return SampleBank(
         sample_ids=sample_ids, phrases=phrases, images=image_source, priors=prior_maps,
         prior_grid=GridRows(prior_maps, grid_size),
@@ -157,7 +149,7 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         ref_rows=ref_rows,
         masks=(MaskRows(records, np.array(ref_index, dtype=np.int64), image_size)
                if with_masks else None),
-        distractors=distractors)
+        distractors=wrong)
 
 
 class GroundTruthVault:

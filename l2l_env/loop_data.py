@@ -64,6 +64,15 @@ def load_train_priors(config: Any, table: Any):
                        config.prior_provider, cache_dir=config.cache_dir, **config.prior_options)
 
 
+def load_train_mistakes(config: Any, table: Any):
+    """Wrong priors of the train split's sentences, drawn like an MLLM's errors (the labeled
+    bank's distractors for the segmenter's ``prior_swap``; computed once, then cached)."""
+    from l2l_env.priors import load_mistake_priors
+
+    return load_mistake_priors(config.dataset, "train", RefSplit(table, "per_sentence"),
+                               cache_dir=config.cache_dir, seed=config.split_seed + 1)
+
+
 def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: Any = None,
                    distractors: bool = False) -> LoopData:
     """Banks of the train split for an env config (:class:`l2l_env.config.EnvConfig`) at the
@@ -81,7 +90,8 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
     S, G = image_size, cfg.grid_size
     images = train_image_store(table, S, cfg.cache_dir)  # one store: both banks read from it
     labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal,
-                         distractor_seed=cfg.split_seed if distractors else None, images=images)
+                         distractors=load_train_mistakes(cfg, table) if distractors else None,
+                         images=images)
     # Hold a few labeled objects out of training: the probe of the utility and heldout rewards.
     order = np.random.default_rng(cfg.split_seed).permutation(labeled.num_refs)
     n_probe = min(cfg.probe_size, labeled.num_refs // 4)

@@ -9,7 +9,6 @@ row, ``source[rows]`` (an int array, a list or a slice) a stacked batch, compute
   (:class:`DecodedImages`, for tables whose loader cannot name its source).
 * :class:`ProposalRows` / :class:`GridRows`: soft prior proposals rendered from the stored boxes
   (``PriorTable.proposals``) at the input size, and their average over the action grid.
-* :class:`BoxRows`: soft boxes of given ``xywh`` boxes (the distractor priors).
 * :class:`MaskRows`: ground-truth masks decoded from the annotation (polygons / RLE, with
   pycocotools; SynthRef: its label maps) and resized per batch.
 
@@ -405,31 +404,6 @@ class GridRows(RowSource):
 
     def take(self, rows: Sequence[int] | np.ndarray) -> GridRows:
         return GridRows(self.maps.take(rows), self.grid)
-
-
-class BoxRows(RowSource):
-    """Soft ``box`` proposals at ``size`` of given ``xywh`` boxes (NaN rows: the flat no-prior
-    map) in images of ``image_sizes`` (height, width): the distractor priors."""
-
-    def __init__(self, boxes: np.ndarray, image_sizes: np.ndarray, size: int) -> None:
-        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        self.image_sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
-        self.size = int(size)
-        self.dtype, self.row_shape = np.dtype(np.float32), (self.size, self.size)
-        self.count = len(self.boxes)
-
-    def fetch(self, rows: np.ndarray) -> np.ndarray:
-        from l2l_env.priors import proposal_maps
-
-        if len(rows) == 0:
-            return _empty(self)
-        maps = proposal_maps(self.boxes[rows], self.size, self.size, "box",
-                             image_sizes=self.image_sizes[rows])
-        return np.clip(maps, 0.0, 1.0).astype(np.float32)
-
-    def take(self, rows: Sequence[int] | np.ndarray) -> BoxRows:
-        rows = _rows_of(np.asarray(rows, dtype=np.int64), self.count)
-        return BoxRows(self.boxes[rows], self.image_sizes[rows], self.size)
 
 
 # --------------------------------------------------------------------------- masks

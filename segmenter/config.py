@@ -41,9 +41,10 @@ class SegmenterConfig:
     gradient clipping (``grad_clip``, 0 = off), an EMA teacher
     (``ema_momentum``), BCE + Dice (``bce_weight``, ``dice_weight``), mixed precision on CUDA only
     (``amp``, ``amp_dtype``). ``prior_swap`` is the chance that a labeled training sample sees a
-    distractor prior instead of its own (a soft box on another object of its image: a simulated
-    MLLM grounding error, so the network learns when not to trust a prior; the training data must
-    provide distractors, e.g. ``SampleBank.distractors``). ``prior_warp`` is the chance that a
+    distractor prior instead of its own (a simulated MLLM grounding error, mostly a box on another
+    object of its image that shares the referent's attributes, so the network learns when not to
+    trust a prior; the training data must provide distractors, e.g. ``SampleBank.distractors``
+    from :func:`l2l_env.priors.load_mistake_priors`). ``prior_warp`` is the chance that a
     training prior is shifted, shrunk or grown about its centre (a loose or off-centre box;
     :func:`segmenter.prior_noise.warp_priors`). ``prior_dropout`` is the chance that a training sample sees no prior,
     so the network learns to segment from the text when the prior is missing or wrong; a dropped

@@ -12,7 +12,7 @@ import pytest
 
 from l2l_env.bank import SampleBank, build_bank, concat_banks, pool_to_grid
 from l2l_env.data import RefSplit, load_table
-from l2l_env.priors import load_priors, proposal_maps
+from l2l_env.priors import load_mistake_priors, load_priors
 from l2l_env.rows import (DecodedImages, PackedImages, image_cache_path, image_store,
                           write_packed_images)
 from refer_fixtures import write_refer_fixture
@@ -22,13 +22,12 @@ S, G = 16, 4
 
 
 def eager_bank(table, priors, image_size: int, grid_size: int, *, proposal: str = "box",
-               with_masks: bool = True, distractor_seed: int | None = None) -> dict:
-    """The bank of version 18ddc66, every array computed up front (the reference)."""
+               with_masks: bool = True, distractors=None) -> dict:
+    """The bank of version 18ddc66, every array computed up front (the reference); its
+    distractors are the proposals of the ``distractors`` table."""
     split = RefSplit(table, "per_sentence")
     sample_ids, image_rows, mask_list, images, image_sizes = [], [], [], [], []
     image_cache: dict[int, int] = {}
-    rng = np.random.default_rng([distractor_seed or 0, 11])
-    distractor_boxes = []
     for i in range(len(split)):
         ref, pos = split.record(i)
         sent_id, _ = ref.sentences[pos]
@@ -37,13 +36,6 @@ def eager_bank(table, priors, image_size: int, grid_size: int, *, proposal: str 
             image = table.load_image(ref.image_id)
             image_sizes.append(image.shape[:2])
             images.append(resize_images(image[None], image_size)[0])
-        if distractor_seed is not None:
-            others = [o.box for k, o in enumerate(ref.objects) if k != ref.referent]
-            box = np.full(4, np.nan)
-            if others:
-                box = np.asarray(others[int(rng.integers(len(others)))], float)
-                box = box + rng.normal(0.0, 0.05, 4) * box[[2, 3, 2, 3]]
-            distractor_boxes.append(box)
         sample_ids.append(f"{ref.ref_id}:{sent_id}")
         image_rows.append(image_cache[ref.image_id])
         if with_masks:
@@ -55,11 +47,9 @@ def eager_bank(table, priors, image_size: int, grid_size: int, *, proposal: str 
     out = {"images": np.stack(images)[np.array(image_rows)], "priors": maps,
            "prior_grid": pool_to_grid(maps, grid_size), "sample_ids": sample_ids,
            "masks": np.stack(mask_list) if with_masks else None}
-    if distractor_seed is not None:
-        sizes = np.asarray(image_sizes, float)[np.array(image_rows)]
-        out["distractors"] = np.clip(proposal_maps(np.stack(distractor_boxes), image_size,
-                                                   image_size, "box", image_sizes=sizes),
-                                     0.0, 1.0).astype(np.float32)
+    if distractors is not None:
+        out["distractors"] = np.clip(np.asarray(distractors.proposals(
+            sample_ids, image_size, image_size, kind=proposal), dtype=np.float32), 0.0, 1.0)
     return out
 
 
@@ -81,7 +71,8 @@ def assert_same(bank: SampleBank, ref: dict, rows: np.ndarray) -> None:
 def synthref(l2l_cache):
     table = load_table("synthref", "train", data_root=l2l_cache, num_train=60, num_eval=10)
     priors = load_priors("synthref", "train", RefSplit(table), cache_dir=l2l_cache)
-    return table, priors
+    return table, priors, load_mistake_priors("synthref", "train", RefSplit(table),
+                                              cache_dir=l2l_cache, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -91,23 +82,24 @@ def refer(tmp_path_factory):
     cache = root / "cache"
     table = load_table("refcoco", "train", data_root=root)
     priors = load_priors("refcoco", "train", RefSplit(table), cache_dir=cache)
-    return table, priors, cache
+    return table, priors, cache, load_mistake_priors("refcoco", "train", RefSplit(table),
+                                                     cache_dir=cache, seed=1)
 
 
 @pytest.mark.parametrize("kind", ["box", "gaussian"])
 def test_synthref_bank_equals_the_eager_arrays(synthref, l2l_cache, kind):
-    table, priors = synthref
-    ref = eager_bank(table, priors, S, G, proposal=kind, distractor_seed=3)
-    bank = build_bank(table, priors, S, G, proposal=kind, distractor_seed=3, cache_root=l2l_cache)
+    table, priors, mistakes = synthref
+    ref = eager_bank(table, priors, S, G, proposal=kind, distractors=mistakes)
+    bank = build_bank(table, priors, S, G, proposal=kind, distractors=mistakes, cache_root=l2l_cache)
     assert isinstance(bank.images.store, PackedImages)
     rows = np.random.default_rng(0).permutation(len(bank))[:17]
     assert_same(bank, ref, rows)
 
 
 def test_refer_bank_equals_the_eager_arrays(refer):
-    table, priors, cache = refer
-    ref = eager_bank(table, priors, S, G, distractor_seed=0)
-    bank = build_bank(table, priors, S, G, distractor_seed=0, cache_root=cache)
+    table, priors, cache, mistakes = refer
+    ref = eager_bank(table, priors, S, G, distractors=mistakes)
+    bank = build_bank(table, priors, S, G, distractors=mistakes, cache_root=cache)
     rows = np.arange(len(bank))[::-1].copy()
     assert_same(bank, ref, rows)
     # images of another size than the input: resized once, into the cache
@@ -115,7 +107,7 @@ def test_refer_bank_equals_the_eager_arrays(refer):
 
 
 def test_take_and_concat_keep_rows(synthref, l2l_cache):
-    table, priors = synthref
+    table, priors, mistakes = synthref
     bank = build_bank(table, priors, S, G, cache_root=l2l_cache)
     ref = eager_bank(table, priors, S, G)
     rows = [r for g in bank.ref_rows[::2] for r in g]
@@ -133,7 +125,7 @@ def test_take_and_concat_keep_rows(synthref, l2l_cache):
 
 
 def test_image_cache_is_built_once_and_reused(refer):
-    table, _, cache = refer
+    table, _, cache, _ = refer
     store = image_store(table.load_image, "refcoco", "train", table.image_ids, S, cache_root=cache)
     assert isinstance(store, PackedImages)
     stamp = os.stat(store.path).st_mtime_ns
@@ -146,7 +138,7 @@ def test_image_cache_is_built_once_and_reused(refer):
 
 
 def test_interrupted_cache_build_leaves_no_file_and_a_cut_file_is_rebuilt(refer, tmp_path, capsys):
-    table, _, _ = refer
+    table, _, _, _ = refer
     ids = table.image_ids
     path = image_cache_path(tmp_path, "refcoco", "train", S, ids, table.load_image.fingerprint())
 
@@ -169,7 +161,7 @@ def test_interrupted_cache_build_leaves_no_file_and_a_cut_file_is_rebuilt(refer,
 
 
 def test_loader_without_fingerprint_decodes_on_demand(refer):
-    table, _, _ = refer
+    table, _, _, _ = refer
 
     def load(image_id: int) -> np.ndarray:  # a plain function: no source to key a cache by
         return table.load_image(image_id)
@@ -195,15 +187,15 @@ def test_a_bank_holds_no_per_sentence_arrays_and_decodes_nothing_when_cached(ref
                                                                               monkeypatch):
     import tracemalloc
 
-    table, priors = synthref
+    table, priors, mistakes = synthref
     size = 256  # eager banks held ~1.4 MB per sentence at this size
-    build_bank(table, priors, size, G, distractor_seed=1, cache_root=l2l_cache)  # packs the cache
+    build_bank(table, priors, size, G, distractors=mistakes, cache_root=l2l_cache)  # packs the cache
     tracemalloc.start()
-    bank = build_bank(table, priors, size, G, distractor_seed=1, cache_root=l2l_cache)
+    bank = build_bank(table, priors, size, G, distractors=mistakes, cache_root=l2l_cache)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(bank) >= 60 and peak < 2_000_000  # metadata only
-    rtable, rpriors, cache = refer
+    rtable, rpriors, cache, _ = refer
     build_bank(rtable, rpriors, S, G, cache_root=cache)
 
     def no_decoding(image_id: int):
