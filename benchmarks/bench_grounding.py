@@ -38,34 +38,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 """Named variants: SegmenterConfig overrides (``config``) and optional object-head targets."""
 
 
-def object_targets(keys: list[str]) -> tuple[np.ndarray, list[int]]:
-    """Per train sentence (in ``load_split`` order), the class of the object under each pixel for
-    every attribute in ``keys`` (0 background), from SynthRef's scene annotations."""
-    from l2l_env.data import load_split, synthref
-
-    data = synthref.load_arrays("train")
-    vocab = {a: sorted({getattr(o, a) for objs in data.objects for o in objs}) for a in keys}
-    per_image = []
-    for img, objs in enumerate(data.objects):
-        lab = data.labels[img].astype(np.int64)
-        maps = []
-        for a in keys:
-            table = np.array([0] + [vocab[a].index(getattr(o, a)) + 1 for o in objs])
-            maps.append(table[lab + 1])
-        per_image.append(np.stack(maps))
-    per_image = np.stack(per_image)
-    sent_image = data.ref_image_index[data.sent_ref_index]
-    row = {int(s): i for i, s in enumerate(data.sent_ids.tolist())}
-    order = [row[s.sent_id] for s in load_split("synthref", "train", mode="per_sentence")]
-    return per_image[sent_image[order]].astype(np.int8), [len(vocab[a]) for a in keys]
-
-
 def run_variant(name: str, minutes: float, step_seconds: float, every: int) -> dict[str, Any]:
     """Train one variant in this process; returns its curve."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_segmenter import load_arrays
+    from bench_segmenter import load_arrays, object_targets
 
     from l2l_env.metrics import iou
     from segmenter import Segmenter, SegmenterConfig, fit
@@ -75,7 +53,7 @@ def run_variant(name: str, minutes: float, step_seconds: float, every: int) -> d
     over = dict(spec["config"])
     objects = None
     if spec.get("objects"):
-        objects, classes = object_targets(spec["objects"])
+        objects, classes = object_targets(spec["objects"], None)
         over["object_classes"] = classes
     cfg = SegmenterConfig(**over)
     train, _ = load_arrays("train", cfg.image_size, "qwen2.5-vl-7b", 0, None)

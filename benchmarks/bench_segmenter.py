@@ -42,13 +42,19 @@ RUNS: dict[str, dict[str, Any]] = {
     "words_no_prior": {"config": {"word_buckets": 4096, "use_prior": False}},
     "robust": {"config": {"word_buckets": 4096, "prior_warp": 0.2}, "prior_swap": 0.3},
     "robust_15": {"config": {"word_buckets": 4096, "prior_warp": 0.1}, "prior_swap": 0.15},
+    "objects": {"objects": ["shape", "colour", "size"]},
+    "objects_no_prior": {"config": {"use_prior": False}, "objects": ["shape", "colour", "size"]},
+    "robust_objects": {"config": {"word_buckets": 4096, "prior_warp": 0.2}, "prior_swap": 0.3,
+                       "objects": ["shape", "colour", "size"]},
 }
 """Every run the benchmark knows: ``config`` are :class:`SegmenterConfig` changes from the default
 (ablations switch parts off; ``word_buckets`` adds learned word identities to the phrase's token
 features; ``prior_warp`` shifts, shrinks and grows training priors), ``prior_swap`` the share of
 training samples whose prior is replaced by a *mistake*: the simulated grounder's ``mistakes``
 preset, a jittered box on another object of the image (preferring ones that share the referent's
-attributes) or a misplaced box, so that the network learns when not to trust a prior."""
+attributes) or a misplaced box, so that the network learns when not to trust a prior; ``objects``
+the SynthRef attributes whose per-pixel classes train the object-attribute heads (the labeled
+images' scene annotations: every object's shape, colour and size)."""
 
 
 @dataclass
@@ -111,6 +117,31 @@ def mistake_priors(split: str, size: int, seed: int, num_train: int | None) -> n
     split_seq = load_split("synthref", split, mode="per_sentence", **options)
     table = load_mistake_priors("synthref", split, split_seq, seed=seed + 1)
     return table.proposals([s.sample_id for s in split_seq], size, size, kind="box")
+
+
+def object_targets(keys: list[str], num_train: int | None) -> tuple[np.ndarray, list[int]]:
+    """Per train sentence (in ``load_split`` order), the class of the object under each pixel for
+    every attribute in ``keys`` (0 background), from SynthRef's scene annotations of the
+    labeled images: targets of the segmenter's object-attribute heads (``object_classes``)."""
+    from l2l_env.data import load_split, synthref
+
+    options = {} if num_train is None else {"num_train": num_train}
+    data = synthref.load_arrays("train", **options)
+    vocab = {a: sorted({getattr(o, a) for objs in data.objects for o in objs}) for a in keys}
+    per_image = []
+    for img, objs in enumerate(data.objects):
+        lab = data.labels[img].astype(np.int64)
+        maps = []
+        for a in keys:
+            table = np.array([0] + [vocab[a].index(getattr(o, a)) + 1 for o in objs])
+            maps.append(table[lab + 1])
+        per_image.append(np.stack(maps))
+    per_image = np.stack(per_image)
+    sent_image = data.ref_image_index[data.sent_ref_index]
+    row = {int(s): i for i, s in enumerate(data.sent_ids.tolist())}
+    order = [row[s.sent_id] for s in load_split("synthref", "train", mode="per_sentence",
+                                                **options)]
+    return per_image[sent_image[order]].astype(np.int8), [len(vocab[a]) for a in keys]
 
 
 def load_arrays(split: str, size: int, preset: str, seed: int, num_train: int | None
@@ -188,6 +219,10 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(job["threads"])
     t_start = time.perf_counter()
     cfg = SegmenterConfig(**job["config"])
+    objects = None
+    if job.get("objects"):
+        objects, classes = object_targets(job["objects"], job["num_train"])
+        cfg = cfg.replace(object_classes=classes)
     data = {}
     source = ""
     for split in ("train",) + SPLITS:
@@ -208,7 +243,8 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     idx = rng.choice(len(train.phrases), job["batch_size"], replace=False)
     batch = (train.images[idx], train.priors[idx], [train.phrases[i] for i in idx],
-             train.masks[idx].astype(np.float32))
+             train.masks[idx].astype(np.float32), None,
+             None if objects is None else objects[idx])
     for _ in range(3):
         probe.train_step(*batch)
     t0 = time.perf_counter()
@@ -225,7 +261,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     result = fit(seg, train.images, train.priors, train.phrases, train.masks.astype(np.float32),
                  steps=total_steps, minutes=job["minutes"], batch_size=job["batch_size"],
                  seed=cfg.seed, progress=job["progress"], log_every=100, desc=job["name"],
-                 alt_priors=alt, prior_swap=swap)
+                 alt_priors=alt, prior_swap=swap, objects=objects)
     metrics = {"student": evaluate(seg, data, teacher=False),
                "teacher": evaluate(seg, data, teacher=True)}
     if cfg.use_prior:  # the same model with no prior at all (the flat no-answer map)
@@ -398,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     def job(name: str, minutes: float) -> dict[str, Any]:
         return {"name": name, "minutes": minutes, "config": {**base, **RUNS[name].get("config", {})},
                 "prior_swap": RUNS[name].get("prior_swap", 0.0),
+                "objects": RUNS[name].get("objects"),
                 "threads": args.threads, "batch_size": args.batch_size, "preset": args.preset,
                 "prior_seed": args.prior_seed, "num_train": args.num_train,
                 "progress": not args.no_progress}

@@ -15,7 +15,7 @@ from segmenter import SegmenterConfig  # noqa: E402
 @pytest.mark.parametrize("name", sorted(bench_segmenter.RUNS))
 def test_every_run_is_a_valid_segmenter_config(name):
     run = bench_segmenter.RUNS[name]
-    assert set(run) <= {"config", "prior_swap"}
+    assert set(run) <= {"config", "prior_swap", "objects"}
     SegmenterConfig.from_dict(run.get("config", {}))
     assert 0.0 <= run.get("prior_swap", 0.0) <= 1.0
 
