@@ -61,9 +61,7 @@ class Segmenter:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = GuidedSegNet(cfg, text_dim).to(self.device)
-        # channels_last (and AMP below) only where they pay: on CUDA; a CPU run keeps NCHW
-        self.model.channels_last = bool(cfg.channels_last) and self.device.type == "cuda"
-        if self.model.channels_last:
+        if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.teacher = make_teacher(self.model)
         self.training_network: nn.Module | None = None

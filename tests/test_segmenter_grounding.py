@@ -85,4 +85,3 @@ def test_object_heads_train_and_check_their_targets(text_encoder, tiny_segmenter
         seg.train_step(images, None, phrases, targets, objects=objects[:, :1])
     with pytest.raises(ValueError, match="object_classes"):
         SegmenterConfig(object_classes=(0,))
-

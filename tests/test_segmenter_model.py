@@ -176,12 +176,3 @@ def test_prior_trust_is_per_sample_and_stage_and_responds_to_the_prior(text_enco
                     text_encoder=text_encoder)
     with pytest.raises(ValueError, match="use_prior=True"):
         off.prior_trust(images, priors, ["a", "b", "c"])
-
-
-def test_channels_last_only_on_cuda(text_encoder, tiny):
-    seg = Segmenter(SegmenterConfig(image_size=32, channels_last=True, **tiny),
-                    text_encoder=text_encoder)
-    assert not seg.model.channels_last  # a CPU segmenter keeps the default layout
-    conv = next(m for m in seg.model.modules() if isinstance(m, torch.nn.Conv2d) and
-                m.weight.shape[-1] > 1)
-    assert conv.weight.is_contiguous()
