@@ -86,8 +86,8 @@ def run_variant(name: str, minutes: float, step_seconds: float, every: int) -> d
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Grounding curves: SynthRef, fully supervised, val subset (400 sentences)", "",
              f"Command: `{results['command']}`  ",
-             f"Machine: {results['machine']}; one thread per run, runs two at a time beside other "
-             "jobs (steps per minute vary; compare at equal steps)", ""]
+             f"Machine: {results['machine']}; one thread per run, {results['jobs']} run(s) at a "
+             "time, beside other jobs (steps per minute vary: compare at equal steps)", ""]
     for r in results["runs"]:
         kinds = [k for k in r["curve"][-1] if k not in ("step", "time", "mIoU", "prior_right",
                                                         "prior_wrong")]
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     results = {"command": "python benchmarks/bench_grounding.py " + " ".join(argv),
                "machine": f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}",
+               "jobs": args.jobs,
                "runs": [runs[n] for n in names if n in runs]}
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # keep the variants measured earlier, replace the ones run now

