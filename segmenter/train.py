@@ -135,8 +135,9 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
             batch = next(batches)
             if batch["step"] != segmenter.step:  # train_step takes exactly one step or raises
                 raise RuntimeError(f"fit: batch of step {batch['step']} at step {segmenter.step}")
+            extra = {} if batch["objects"] is None else {"objects": batch["objects"]}
             out = segmenter.train_step(batch["images"], batch["priors"], batch["phrases"],
-                                       batch["targets"], batch["weights"], batch["objects"])
+                                       batch["targets"], batch["weights"], **extra)
             taken += 1
             for k, v in out.items():
                 running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
