@@ -20,7 +20,6 @@ computing anything; :class:`ConcatRows` chains two.
 from __future__ import annotations
 
 import os
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from l2l_env.packed import HEAD, read_header
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 
@@ -186,7 +187,6 @@ class ImageStore:
 
 
 PACK_MAGIC = b"L2LIMG01"
-_HEAD = struct.Struct("<8sqq")
 
 
 class PackedImages(ImageStore):
@@ -197,21 +197,12 @@ class PackedImages(ImageStore):
     def __init__(self, path: str | os.PathLike, image_ids: Sequence[int]) -> None:
         self.path = Path(path)
         self.image_ids = [int(i) for i in image_ids]
-        try:
-            with open(self.path, "rb") as fh:
-                head = fh.read(_HEAD.size)
-                magic, count, size = _HEAD.unpack(head) if len(head) == _HEAD.size else (b"", 0, 0)
-                if magic != PACK_MAGIC or count < 0 or size <= 0:
-                    raise ValueError("bad header")
-                sizes = np.frombuffer(fh.read(16 * count), dtype="<i8").reshape(-1, 2)
-                fh.seek(0, os.SEEK_END)
-                length = fh.tell()
-        except (OSError, ValueError, struct.error) as err:
-            raise ValueError(f"image cache {self.path} is unreadable ({err}); delete it to "
-                             "rebuild it") from None
+        count, size, table, length = read_header(self.path, PACK_MAGIC, lambda n: 16 * n,
+                                                 "image cache")
+        sizes = np.frombuffer(table, dtype="<i8").reshape(-1, 2)
         self.size = int(size)
         self.row_bytes = self.size * self.size * 3
-        self.offset = _HEAD.size + 16 * int(count)
+        self.offset = HEAD.size + 16 * int(count)
         if len(sizes) != count or length != self.offset + count * self.row_bytes:
             raise ValueError(f"image cache {self.path} holds {length} bytes; expected "
                              f"{self.offset + count * self.row_bytes} for {count} images of "
@@ -250,7 +241,7 @@ def write_packed_images(path: str | os.PathLike, load: Callable[[int], np.ndarra
 
     sizes = np.zeros((len(image_ids), 2), dtype="<i8")
     with atomic_file(path) as fh:
-        fh.write(_HEAD.pack(PACK_MAGIC, len(image_ids), int(size)))
+        fh.write(HEAD.pack(PACK_MAGIC, len(image_ids), int(size)))
         fh.write(sizes.tobytes())  # placeholder, rewritten below
         for k, image_id in enumerate(image_ids):
             image = np.asarray(load(image_id))
@@ -258,7 +249,7 @@ def write_packed_images(path: str | os.PathLike, load: Callable[[int], np.ndarra
             fh.write(np.ascontiguousarray(resize_images(image[None], size)[0]).tobytes())
             if progress is not None:
                 progress(k)
-        fh.seek(_HEAD.size)
+        fh.seek(HEAD.size)
         fh.write(sizes.tobytes())
     return PackedImages(path, image_ids)
 

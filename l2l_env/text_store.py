@@ -13,7 +13,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from l2l_env.packed import HEAD, read_header
 from segmenter.text import TextEncoder
 
 MAGIC = b"L2LTXT01"
-_HEAD = struct.Struct("<8sqq")
 ENCODE_BATCH = 1024
 
 
@@ -36,20 +35,11 @@ class TextFeatureStore:
 
     def __init__(self, path: str | os.PathLike, phrases: Sequence[str]) -> None:
         self.path = Path(path)
-        try:
-            with open(self.path, "rb") as fh:
-                head = fh.read(_HEAD.size)
-                magic, count, dim = _HEAD.unpack(head) if len(head) == _HEAD.size else (b"", 0, 0)
-                if magic != MAGIC or count < 0 or dim <= 0:
-                    raise ValueError("bad header")
-                offsets = np.frombuffer(fh.read(8 * (count + 1)), dtype="<i8")
-                fh.seek(0, os.SEEK_END)
-                length = fh.tell()
-        except (OSError, ValueError, struct.error) as err:
-            raise ValueError(f"text feature store {self.path} is unreadable ({err}); delete it "
-                             "to rebuild it") from None
+        count, dim, table, length = read_header(self.path, MAGIC, lambda n: 8 * (n + 1),
+                                                "text feature store")
+        offsets = np.frombuffer(table, dtype="<i8")
         self.dim = int(dim)
-        self.start = _HEAD.size + 8 * (int(count) + 1)
+        self.start = HEAD.size + 8 * (int(count) + 1)
         tokens = int(offsets[-1]) if len(offsets) else 0
         expected = self.start + tokens * 4 * self.dim
         if count != len(phrases) or len(offsets) != count + 1 or length != expected:
@@ -96,7 +86,7 @@ def write_text_store(path: str | os.PathLike, encoder: TextEncoder, phrases: Seq
     phrases = list(phrases)
     offsets = np.zeros(len(phrases) + 1, dtype="<i8")
     with atomic_file(path) as fh:
-        fh.write(_HEAD.pack(MAGIC, len(phrases), int(encoder.dim)))
+        fh.write(HEAD.pack(MAGIC, len(phrases), int(encoder.dim)))
         fh.write(offsets.tobytes())  # placeholder, rewritten below
         total = 0
         batch = max(1, min(ENCODE_BATCH, encoder.cache_size))  # all of a batch stays cached
@@ -109,7 +99,7 @@ def write_text_store(path: str | os.PathLike, encoder: TextEncoder, phrases: Seq
                 fh.write(np.ascontiguousarray(rows).tobytes())
                 total += rows.shape[0]
                 offsets[start + k + 1] = total
-        fh.seek(_HEAD.size)
+        fh.seek(HEAD.size)
         fh.write(offsets.tobytes())
     return TextFeatureStore(path, phrases)
 
