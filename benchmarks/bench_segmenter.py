@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown run(s) {unknown}; expected some of {list(RUNS)}")
 
     def job(name: str, minutes: float) -> dict[str, Any]:
-        return {"name": name, "minutes": minutes, "config": {**base, **RUNS[name].get("config", {})},
+        return {"name": name, "minutes": minutes,
+                "config": {**base, **RUNS[name].get("config", {})},
                 "prior_swap": RUNS[name].get("prior_swap", 0.0),
                 "objects": RUNS[name].get("objects"),
                 "threads": args.threads, "batch_size": args.batch_size, "preset": args.preset,

@@ -128,15 +128,6 @@ class SelfTrainer:
                 num_workers=self.num_workers, pin_memory=cuda and self.num_workers > 0)
         return self._loader
 
-    def labeled_priors(self, idx: np.ndarray, step: int | None = None) -> np.ndarray:
-        """The priors of labeled rows ``idx`` for a training step: with the segmenter's
-        ``prior_swap`` > 0 and a labeled bank built with distractors, each is replaced by its
-        distractor with that probability (seeded by the segmenter's step, or ``step``: exact on
-        resume)."""
-        return _labeled_priors(self.labeled, idx, float(self.segmenter.config.prior_swap),
-                               int(self.segmenter.step) if step is None else int(step))
-
-
     def state_dict(self) -> dict[str, Any]:
         """The pending labels and the last probe score (copies)."""
         return {"pending": [(int(r), s.copy(), t.copy()) for r, s, t in self.pending],
@@ -148,8 +139,9 @@ class SelfTrainer:
 
 
 def _labeled_priors(lab: SampleBank, idx: np.ndarray, swap: float, step: int) -> np.ndarray:
-    """The priors of labeled rows ``idx`` for the training step ``step`` (see
-    :meth:`SelfTrainer.labeled_priors`)."""
+    """The priors of labeled rows ``idx`` for the training step ``step``: with ``swap`` > 0 and a
+    labeled bank built with distractors, each is replaced by its distractor with that probability
+    (seeded by the step: exact on resume)."""
     if swap <= 0 or lab.distractors is None or len(idx) == 0:
         return lab.priors[idx]
     draw = np.random.default_rng([step, 3]).random(len(idx)) < swap

@@ -47,8 +47,8 @@ class SegmenterConfig:
     trust a prior; the training data must provide distractors, e.g. ``SampleBank.distractors``
     from :func:`l2l_env.priors.load_mistake_priors`). ``prior_warp`` is the chance that a
     training prior is shifted, shrunk or grown about its centre (a loose or off-centre box;
-    :func:`segmenter.prior_noise.warp_priors`). ``prior_dropout`` is the chance that a training sample sees no prior,
-    so the network learns to segment from the text when the prior is missing or wrong; a dropped
+    :func:`segmenter.prior_noise.warp_priors`). ``prior_dropout`` is the chance that a training
+    sample sees no prior, so the network learns to segment from the text when the prior is missing or wrong; a dropped
     (or absent) prior is the flat map ``no_prior_value`` (0.5, as ``l2l_env.priors`` renders "no
     answer").
     """

@@ -178,7 +178,8 @@ class Segmenter:
         ``targets`` (B, H, W) in [0, 1]; ``weights`` (B, H, W) >= 0, 0 = ignored pixel (``None``:
         all ones). ``objects`` (B, len(config.object_classes), H, W) int: per pixel the class of
         the object there for each object head (0 background, -1 unknown/ignored), trained with
-        weight ``config.object_weight`` (``None``: those heads are not trained this step). Returns ``{"loss", "bce", "dice", "lr", "grad_norm"}``. Raises
+        weight ``config.object_weight`` (``None``: those heads are not trained this step).
+        Returns ``{"loss", "bce", "dice", "lr", "grad_norm"}`` (and ``"objects"``). Raises
         ``FloatingPointError`` naming the step on a non-finite loss or gradient; the model, the
         optimiser and the teacher are then left as they were before the step.
         """

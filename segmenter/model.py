@@ -27,7 +27,7 @@ class TopDownDecoder(nn.Module):
     def __init__(self, channels: list[int], width: int, detail_channels: dict[int, int],
                  refine_stride: int) -> None:
         super().__init__()
-        self.width = self.out_channels = width
+        self.width = width
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
         self.smooth = nn.ModuleList(conv_bn_relu(width, width) for _ in channels[:-1])
         self.refine_strides = [s for s in (2, 1) if s >= refine_stride and s in detail_channels]
@@ -39,13 +39,12 @@ class TopDownDecoder(nn.Module):
             self.reduce[str(stride)] = nn.Conv2d(cin, fine, 1)
             self.fuse[str(stride)] = conv_bn_relu(fine + detail_channels[stride], fine)
             cin = fine
-        self.out_channels = cin
         self.head = nn.Conv2d(cin, 1, 1)
 
     def forward(self, feats: list[torch.Tensor], details: dict[int, torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(coarse, fine)``: the top-down features at stride 4 (``width`` channels) and the
-        last, finest decoder features (``out_channels``)."""
+        last, finest decoder features (the head's input)."""
         x = self.lateral[-1](feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
@@ -166,7 +165,8 @@ class GuidedSegNet(nn.Module):
         logits = self.decoder.logits(fine, (h, w))
         if self.text_head:  # the phrase's own 1x1 kernel over the stride-4 features
             kernel = self.kernel(masked_mean(words, mask))  # B, C + 1
-            dynamic = torch.einsum("bchw,bc->bhw", coarse, kernel[:, :-1]) + kernel[:, -1, None, None]
+            dynamic = torch.einsum("bchw,bc->bhw", coarse, kernel[:, :-1]) \
+                + kernel[:, -1, None, None]
             dynamic = dynamic.unsqueeze(1) / coarse.shape[1] ** 0.5
             if dynamic.shape[-2:] != (h, w):
                 dynamic = F.interpolate(dynamic, size=(h, w), mode="bilinear", align_corners=False)

@@ -106,7 +106,8 @@ class TextEncoder(nn.Module):
                   ) -> torch.Tensor:
         """(B, T) int64 token ids of ``phrases``, aligned with :meth:`forward`'s features (the
         same tokenisation and truncation; padded with 0 to the batch's longest phrase)."""
-        ids = self.tokenizer(list(phrases), truncation=True, max_length=self.max_tokens)["input_ids"]
+        ids = self.tokenizer(list(phrases), truncation=True,
+                             max_length=self.max_tokens)["input_ids"]
         out = torch.zeros(len(ids), max(len(i) for i in ids), dtype=torch.long)
         for row, seq in enumerate(ids):
             out[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)

@@ -14,14 +14,13 @@ from l2l_env.priors.cache import (CacheError, CachedPriors, MissingPriorError, c
 from l2l_env.priors.proposals import (NO_PRIOR_VALUE, PROPOSALS, proposal_maps, soft_proposals,
                                       to_soft_proposal)
 from l2l_env.priors.registry import PROVIDERS, make_provider, provider_key
-from l2l_env.priors.simulated import PRESETS, SimPreset, SimulatedGrounder
-from l2l_env.priors.table import (MISTAKES_PRESET, PriorTable, load_mistake_priors, load_priors,
-                                  priors_path)
+from l2l_env.priors.simulated import MISTAKES_PRESET, PRESETS, SimPreset, SimulatedGrounder
+from l2l_env.priors.table import PriorTable, load_mistake_priors, load_priors, priors_path
 
 __all__ = [
-    "CacheError", "CachedPriors", "MISTAKES_PRESET", "Grounding", "MissingPriorError", "NO_PRIOR", "NO_PRIOR_VALUE",
-    "PRESETS", "PROPOSALS", "PROVIDERS", "PriorProvider", "PriorTable", "SimPreset",
-    "SimulatedGrounder", "box_iou", "compute_priors", "load_mistake_priors", "load_priors", "make_provider",
-    "merge_shards", "priors_path", "proposal_maps", "provider_key", "read_priors",
-    "soft_proposals", "to_soft_proposal",
+    "CacheError", "CachedPriors", "Grounding", "MISTAKES_PRESET", "MissingPriorError", "NO_PRIOR",
+    "NO_PRIOR_VALUE", "PRESETS", "PROPOSALS", "PROVIDERS", "PriorProvider", "PriorTable",
+    "SimPreset", "SimulatedGrounder", "box_iou", "compute_priors", "load_mistake_priors",
+    "load_priors", "make_provider", "merge_shards", "priors_path", "proposal_maps",
+    "provider_key", "read_priors", "soft_proposals", "to_soft_proposal",
 ]

@@ -77,6 +77,9 @@ def _acc(val: float, test_a: float, test_b: float) -> dict[str, float]:
     return {"val": val / 100, "testA": test_a / 100, "testB": test_b / 100}
 
 
+MISTAKES_PRESET = "mistakes"
+"""The preset that only errs (training priors for ``prior_swap``; ``load_mistake_priors``)."""
+
 PRESETS: dict[str, SimPreset] = {
     "qwen2.5-vl-7b": SimPreset("qwen2.5-vl-7b", _acc(90.0, 92.5, 85.4), jitter=0.06,
                                wrong_object=0.75, no_answer=0.02, score_correct=1.8,
@@ -88,7 +91,7 @@ PRESETS: dict[str, SimPreset] = {
                           no_answer=0.05, score_correct=0.9, score_wrong=0.2, score_spread=1.0),
     # Only errors, distributed like a strong MLLM's: training priors that teach the segmenter when
     # not to trust one (a distractor sharing the referent's attributes, or a misplaced box).
-    "mistakes": SimPreset("mistakes", _acc(0.0, 0.0, 0.0), jitter=0.06, wrong_object=0.75,
+    MISTAKES_PRESET: SimPreset(MISTAKES_PRESET, _acc(0.0, 0.0, 0.0), jitter=0.06, wrong_object=0.75,
                           no_answer=0.0, score_correct=1.8, score_wrong=0.5, score_spread=0.9),
     "perfect": SimPreset("perfect", _acc(100.0, 100.0, 100.0), jitter=0.0, wrong_object=0.0,
                          no_answer=0.0, score_correct=math.inf, score_spread=0.0),

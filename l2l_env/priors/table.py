@@ -16,6 +16,7 @@ from l2l_env.priors.cache import (CachedPriors, MissingPriorError, compute_prior
                                   shard_files, source_of)
 from l2l_env.priors.proposals import VECTORISED, grounding_arrays, proposal_maps, soft_proposals
 from l2l_env.priors.registry import make_provider, provider_key
+from l2l_env.priors.simulated import MISTAKES_PRESET
 
 
 class PriorTable:
@@ -118,10 +119,6 @@ def load_priors(dataset: str, split: str, samples: RefSplit, provider: str = "si
                    header={"dataset": dataset, "split": split}, progress=progress, done=entries)
     entries = read_priors(path)
     return PriorTable({sid: entries.groundings[sid] for sid in source.ids}, path=path)
-
-
-MISTAKES_PRESET = "mistakes"
-"""The simulated grounder's preset that only errs (see ``l2l_env.priors.simulated.PRESETS``)."""
 
 
 def load_mistake_priors(dataset: str, split: str, samples: RefSplit, *,
