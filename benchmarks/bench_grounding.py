@@ -32,6 +32,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head_np": {"config": {"use_prior": False, "text_head": True}},
     "objects_np": {"config": {"use_prior": False, "text_head": True},
                    "objects": ["shape", "colour", "size"]},
+    "reason_np": {"config": {"use_prior": False, "text_head": True, "reason_layers": 2},
+                  "objects": ["shape", "colour", "size"]},
+    "reason4_np": {"config": {"use_prior": False, "text_head": True, "reason_layers": 2,
+                              "reason_stride": 4}, "objects": ["shape", "colour", "size"]},
     "words_np": {"config": {"use_prior": False, "word_buckets": 4096}},
     "words_head_np": {"config": {"use_prior": False, "word_buckets": 4096, "text_head": True}},
 }

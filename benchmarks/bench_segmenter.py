@@ -123,29 +123,21 @@ def mistake_priors(split: str, size: int, seed: int, num_train: int | None) -> n
     return table.proposals([s.sample_id for s in split_seq], size, size, kind="box")
 
 
-def object_targets(keys: list[str], num_train: int | None) -> tuple[np.ndarray, list[int]]:
+def object_targets(keys: list[str], num_train: int | None, size: int = 64
+                   ) -> tuple[np.ndarray, list[int]]:
     """Per train sentence (in ``load_split`` order), the class of the object under each pixel for
     every attribute in ``keys`` (0 background), from SynthRef's scene annotations of the
-    labeled images: targets of the segmenter's object-attribute heads (``object_classes``)."""
-    from l2l_env.data import load_split, synthref
+    labeled images (:class:`l2l_env.objects.ObjectRows`, as a run's labeled bank has them):
+    targets of the segmenter's object-attribute heads, and each attribute's class count."""
+    from l2l_env.data import load_split
+    from l2l_env.objects import ObjectRows, object_vocabulary
 
     options = {} if num_train is None else {"num_train": num_train}
-    data = synthref.load_arrays("train", **options)
-    vocab = {a: sorted({getattr(o, a) for objs in data.objects for o in objs}) for a in keys}
-    per_image = []
-    for img, objs in enumerate(data.objects):
-        lab = data.labels[img].astype(np.int64)
-        maps = []
-        for a in keys:
-            table = np.array([0] + [vocab[a].index(getattr(o, a)) + 1 for o in objs])
-            maps.append(table[lab + 1])
-        per_image.append(np.stack(maps))
-    per_image = np.stack(per_image)
-    sent_image = data.ref_image_index[data.sent_ref_index]
-    row = {int(s): i for i, s in enumerate(data.sent_ids.tolist())}
-    order = [row[s.sent_id] for s in load_split("synthref", "train", mode="per_sentence",
-                                                **options)]
-    return per_image[sent_image[order]].astype(np.int8), [len(vocab[a]) for a in keys]
+    split = load_split("synthref", "train", mode="per_sentence", **options)
+    vocabulary = object_vocabulary(split.table, keys)
+    records = [split.record(i)[0] for i in range(len(split))]
+    rows = ObjectRows(records, np.arange(len(records)), size, vocabulary)
+    return rows[:], [len(v) for v in vocabulary.values()]
 
 
 def load_arrays(split: str, size: int, preset: str, seed: int, num_train: int | None
@@ -225,7 +217,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     cfg = SegmenterConfig(**job["config"])
     objects = None
     if job.get("objects"):
-        objects, classes = object_targets(job["objects"], job["num_train"])
+        objects, classes = object_targets(job["objects"], job["num_train"], cfg.image_size)
         cfg = cfg.replace(object_classes=classes)
     data = {}
     source = ""

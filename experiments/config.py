@@ -40,6 +40,7 @@ ENV_KEYS_SET_BY_RUN = {
     "segmenter": "segmenter", "device": "device", "seed": "seed",
     "warmup_steps": "warmup_steps (the run does the warm-up itself)",
     "warmup_cache": "warmup_cache", "num_workers": "num_workers",
+    "object_attributes": "object_attributes",
 }
 """EnvConfig fields that the run sets from its own top-level keys (not allowed under ``env.``)."""
 
@@ -359,7 +360,7 @@ def env_kwargs(cfg: RunConfig, agent_label_source: str | None = None) -> dict[st
         "split_dir": cfg.split_dir, "prior_provider": provider, "prior_options": prior_opts,
         "cache_dir": cfg.cache_dir, "segmenter": segmenter_kwargs(cfg), "device": cfg.device,
         "seed": cfg.seed, "warmup_steps": 0, "progress_horizon": max(1, loop_total(cfg)),
-        "num_workers": cfg.num_workers,
+        "num_workers": cfg.num_workers, "object_attributes": list(cfg.object_attributes),
     }
     if agent_label_source is not None:
         kwargs["label_source"] = agent_label_source

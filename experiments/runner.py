@@ -222,7 +222,7 @@ class Runner:
         from l2l_env.factory import build_segmenter, segmenter_config
 
         table, priors = self.train_data
-        seg_cfg = segmenter_config(env_cfg)
+        seg_cfg = segmenter_config(env_cfg, table)
         stored = (seg_cfg.use_text and seg_cfg.freeze_text
                   and len(self.phrases) > int(seg_cfg.text_cache_size))
         if stored:  # more phrases than the text cache holds: features from a packed store
@@ -231,14 +231,14 @@ class Runner:
             encoder = StoredTextEncoder(seg_cfg.text_encoder, frozen=True,
                                         max_tokens=seg_cfg.max_tokens,
                                         cache_size=seg_cfg.text_cache_size)
-            self.segmenter = build_segmenter(env_cfg, text_encoder=encoder)
+            self.segmenter = build_segmenter(env_cfg, text_encoder=encoder, table=table)
             with self.timed("text_store"):
                 store = text_feature_store(encoder, self.phrases, env_cfg.cache_dir,
                                            self.segmenter.device)
             encoder.attach(store)
             self.data_info["text_features"] = f"read per batch from {store.path}"
         else:
-            self.segmenter = build_segmenter(env_cfg)
+            self.segmenter = build_segmenter(env_cfg, table=table)
         size = int(self.segmenter.config.image_size)
         if self.semi:
             import gymnasium as gym
@@ -261,11 +261,14 @@ class Runner:
         else:
             from l2l_env.bank import build_bank
             from l2l_env.loop_data import load_train_mistakes
+            from l2l_env.objects import object_vocabulary
 
             swap = self.segmenter.config.prior_swap > 0
+            vocabulary = (object_vocabulary(table, env_cfg.object_attributes)
+                          if env_cfg.object_attributes else None)
             self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
                                    distractors=load_train_mistakes(env_cfg, table) if swap else None,
-                                   cache_root=env_cfg.cache_dir)
+                                   cache_root=env_cfg.cache_dir, objects=vocabulary)
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
         self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)
@@ -334,6 +337,7 @@ class Runner:
                 n = min(piece, total - done)
                 res = fit(seg, bank.images, bank.priors, bank.phrases, targets, steps=n,
                           alt_priors=bank.distractors, num_workers=self.cfg.num_workers,
+                          objects=bank.objects,
                           batch_size=batch, seed=self.cfg.seed + self.ctx.rank, log_every=10,
                           progress=False, desc="warm-up", eval_fn=tick, eval_every=1)
                 done += res.steps

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from l2l_env.data.types import RefSplit, RefTable
+from l2l_env.objects import ObjectRows
 from l2l_env.rows import (GridRows, ImageRows, ImageStore, MaskRows, ProposalRows,
                           RowSource, concat_rows, image_store, pool_to_grid)
 
@@ -52,6 +53,10 @@ class SampleBank:
     """(N, S, S) float32: a wrong prior per sentence (a simulated grounding error, mostly a box on
     another object of the image; :func:`l2l_env.priors.load_mistake_priors`), for training the
     segmenter to distrust a wrong prior, when built with distractors."""
+    objects: RowSource | None = None
+    """(N, A, S, S) int8: per attribute, the class of every annotated object under each pixel
+    (:class:`l2l_env.objects.ObjectRows`), targets of the segmenter's object-attribute heads;
+    labeled banks only, when built with an object vocabulary."""
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -77,11 +82,13 @@ class SampleBank:
                           self.images.take(idx), self.priors.take(idx), self.prior_grid.take(idx),
                           self.no_prior[idx], ref_rows,
                           None if self.masks is None else self.masks.take(idx),
-                          None if self.distractors is None else self.distractors.take(idx))
+                          None if self.distractors is None else self.distractors.take(idx),
+                          None if self.objects is None else self.objects.take(idx))
 
 
 def concat_banks(first: SampleBank, second: SampleBank) -> SampleBank:
-    """The rows of ``first`` then those of ``second`` (masks dropped unless both have them)."""
+    """The rows of ``first`` then those of ``second`` (masks, distractors and object targets
+    dropped)."""
     n = len(first)
     return SampleBank(first.sample_ids + second.sample_ids, first.phrases + second.phrases,
                       concat_rows(first.images, second.images),
@@ -105,7 +112,8 @@ def train_image_store(table: RefTable, image_size: int,
 def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
                proposal: str = "box", with_masks: bool = True,
                distractors: Any = None, images: ImageStore | None = None,
-               cache_root: str | os.PathLike | None = None) -> SampleBank:
+               cache_root: str | os.PathLike | None = None,
+               objects: dict[str, list[str]] | None = None) -> SampleBank:
     """The bank of every sentence of ``table``: images, proposals from ``priors`` (a
     PriorTable), masks, all as row sources (nothing heavy is computed here).
 
@@ -113,8 +121,13 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
     :func:`train_image_store` under ``cache_root``). Masks are given only when ``with_masks``
     is true. ``distractors``: a prior table of wrong groundings (see
     :func:`l2l_env.priors.load_mistake_priors`) whose proposals become
-    :attr:`SampleBank.distractors`.
+    :attr:`SampleBank.distractors`. ``objects``: an object vocabulary
+    (:func:`l2l_env.objects.object_vocabulary`) whose per-pixel classes become
+    :attr:`SampleBank.objects` (only with ``with_masks``: labeled data).
     """
+    if objects and not with_masks:
+        raise ValueError("build_bank: object targets are ground truth; they need with_masks=True "
+                         "(a labeled bank)")
     split = RefSplit(table, "per_sentence")
     if images is None:
         images = train_image_store(table, image_size, cache_root)
@@ -149,7 +162,9 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         ref_rows=ref_rows,
         masks=(MaskRows(records, np.array(ref_index, dtype=np.int64), image_size)
                if with_masks else None),
-        distractors=wrong)
+        distractors=wrong,
+        objects=(ObjectRows(records, np.array(ref_index, dtype=np.int64), image_size, objects)
+                 if objects else None))
 
 
 class GroundTruthVault:

@@ -15,8 +15,11 @@ ACTION_FORMS = ("construct", "select")
 @dataclass
 class DataSettings:
     """Which data a run or an env works on: the data set, its root and loader options, the
-    labeled/unlabeled split of its train images, and ``num_workers``, the worker processes that
-    assemble training batches (0: in the main process; the batches are the same either way).
+    labeled/unlabeled split of its train images, ``num_workers``, the worker processes that
+    assemble training batches (0: in the main process; the batches are the same either way), and
+    ``object_attributes``, the attributes of the labeled images' annotated objects whose per-pixel
+    classes train the segmenter's object-attribute heads (SynthRef: ``shape``, ``colour``,
+    ``size``; refer data sets: ``category``; empty: none; see :mod:`l2l_env.objects`).
     Shared by :class:`EnvConfig` and the run config, so each default has one source."""
 
     dataset: str = "synthref"
@@ -26,6 +29,7 @@ class DataSettings:
     split_seed: int = 0
     split_dir: str | None = None
     num_workers: int = 0
+    object_attributes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +131,8 @@ class EnvConfig(DataSettings):
             (self.probe_size >= 0, "probe_size", "a non-negative integer"),
             (self.warmup_steps >= 0, "warmup_steps", "a non-negative integer"),
             (self.num_workers >= 0, "num_workers", "a non-negative integer"),
+            (len(set(self.object_attributes)) == len(self.object_attributes),
+             "object_attributes", "distinct attribute names"),
         ]
         for ok, key, expected in checks:
             if not ok:

@@ -18,22 +18,38 @@ from l2l_env.bank import SampleBank
 from l2l_env.loop_data import LoopData, load_loop_data
 
 
-def segmenter_config(config: Any):
+def segmenter_config(config: Any, table: Any = None):
     """The :class:`segmenter.SegmenterConfig` of an env config's ``segmenter`` overrides (its
-    ``device`` and ``seed`` default to the env's)."""
+    ``device`` and ``seed`` default to the env's). With ``object_attributes``, its
+    ``object_classes`` are the sizes of their vocabularies in the train table (``table``, loaded
+    when not given): :func:`l2l_env.objects.object_vocabulary`."""
     from segmenter import SegmenterConfig
 
     overrides = {"device": config.device, "seed": config.seed, **config.segmenter}
+    if config.object_attributes:
+        from l2l_env.loop_data import load_table_of
+        from l2l_env.objects import object_vocabulary
+
+        table = load_table_of(config, "train") if table is None else table
+        vocabulary = object_vocabulary(table, config.object_attributes)
+        classes = [len(v) for v in vocabulary.values()]
+        given = overrides.get("object_classes")
+        if given and [int(k) for k in given] != classes:
+            raise ValueError(f"segmenter.object_classes={list(given)} does not match "
+                             f"object_attributes={list(config.object_attributes)}, whose "
+                             f"vocabularies have {classes} classes; leave object_classes unset")
+        overrides["object_classes"] = classes
     return SegmenterConfig.from_dict(overrides)
 
 
-def build_segmenter(config: Any, text_encoder: Any = None):
+def build_segmenter(config: Any, text_encoder: Any = None, table: Any = None):
     """A fresh :class:`segmenter.Segmenter` from an env config's ``segmenter`` overrides (its
-    ``device`` and ``seed`` default to the env's); ``text_encoder``: one to use (e.g. a
+    ``device`` and ``seed`` default to the env's; see :func:`segmenter_config`, ``table`` the
+    train table when already loaded); ``text_encoder``: one to use (e.g. a
     :class:`l2l_env.text_store.StoredTextEncoder`), else it loads its own on first use."""
     from segmenter import Segmenter
 
-    return Segmenter(segmenter_config(config), text_encoder=text_encoder)
+    return Segmenter(segmenter_config(config, table), text_encoder=text_encoder)
 
 
 def load_weights(segmenter: Any, path: str) -> None:
@@ -51,7 +67,8 @@ def warm_up(segmenter: Any, labeled: SampleBank, steps: int, seed: int, num_work
 
     fit(segmenter, labeled.images, labeled.priors, labeled.phrases, labeled.masks,
         steps=steps, batch_size=max(1, min(32, len(labeled))), seed=seed, progress=False,
-        desc="warm-up", alt_priors=labeled.distractors, num_workers=num_workers)
+        desc="warm-up", alt_priors=labeled.distractors, num_workers=num_workers,
+        objects=labeled.objects)
 
 
 def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_size: int,
@@ -73,7 +90,8 @@ def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_
         "data": [env["dataset"], path(env["data_root"]), env["data_options"]],
         "split": [env["label_ratio"], env["split_seed"], path(env["split_dir"])],
         "prior": [env["prior_provider"], env["prior_options"], env["proposal"]],
-        "bank": [env["probe_size"], env["grid_size"]], "segmenter": seg,
+        "bank": [env["probe_size"], env["grid_size"], env.get("object_attributes", [])],
+        "segmenter": seg,
         "warmup": [steps, batch_size, seed], "version": 1,
     }
     return config_key(parts)

@@ -16,6 +16,7 @@ import numpy as np
 
 from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, train_image_store
 from l2l_env.data import LabelSplit, RefSplit, label_split, load_table
+from l2l_env.objects import object_vocabulary
 
 
 def data_root(config: Any) -> str | None:
@@ -89,9 +90,11 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
         raise ValueError(f"label_ratio={cfg.label_ratio} leaves no unlabeled train images")
     S, G = image_size, cfg.grid_size
     images = train_image_store(table, S, cfg.cache_dir)  # one store: both banks read from it
+    vocabulary = (object_vocabulary(table, cfg.object_attributes)
+                  if cfg.object_attributes else None)  # of the whole table: stable classes
     labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal,
                          distractors=load_train_mistakes(cfg, table) if distractors else None,
-                         images=images)
+                         images=images, objects=vocabulary)
     # Hold a few labeled objects out of training: the probe of the utility and heldout rewards.
     order = np.random.default_rng(cfg.split_seed).permutation(labeled.num_refs)
     n_probe = min(cfg.probe_size, labeled.num_refs // 4)

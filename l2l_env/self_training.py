@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from l2l_env.bank import SampleBank
+from l2l_env.objects import IGNORE
 
 
 class SelfTrainer:
@@ -106,7 +107,13 @@ class SelfTrainer:
                 tgt = np.concatenate([targets, labeled["masks"].astype(np.float32)])
                 ones = np.ones((len(idx),) + lab.masks.shape[1:], np.float32)
                 wts = np.concatenate([weights, ones])
-                losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts)["loss"])
+                extra = {}
+                if labeled["objects"] is not None:  # pseudo-labeled rows: object classes unknown
+                    unknown = np.full((len(rows),) + labeled["objects"].shape[1:], IGNORE,
+                                      dtype=labeled["objects"].dtype)
+                    extra["objects"] = np.concatenate([unknown, labeled["objects"]])
+                losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts,
+                                                        **extra)["loss"])
         before = self.probe_miou
         self._probe_inputs = next(batches) if len(self.probe) else None
         self.probe_miou = self.probe_score()
@@ -151,7 +158,8 @@ def _labeled_priors(lab: SampleBank, idx: np.ndarray, swap: float, step: int) ->
 class _UpdateBatch:
     """The parts of an update's batches, by key: ``("pool", rows)`` the pending rows' images,
     priors and phrases; ``("labeled", idx, step)`` the labeled rows' images, priors (with the
-    step's distractor swap), phrases and masks; ``("probe",)`` every probe row's."""
+    step's distractor swap), phrases, masks and object targets (None without them);
+    ``("probe",)`` every probe row's."""
 
     def __init__(self, pool: SampleBank, labeled: SampleBank, prior_swap: float,
                  probe: SampleBank) -> None:
@@ -171,4 +179,5 @@ class _UpdateBatch:
         lab = self.labeled
         priors = _labeled_priors(lab, idx, self.prior_swap, step)
         return {"images": lab.images[idx], "priors": priors,
-                "phrases": [lab.phrases[i] for i in idx], "masks": lab.masks[idx]}
+                "phrases": [lab.phrases[i] for i in idx], "masks": lab.masks[idx],
+                "objects": None if lab.objects is None else lab.objects[idx]}

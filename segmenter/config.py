@@ -30,8 +30,11 @@ class SegmenterConfig:
     into that many buckets) to its contextual features: a frozen sentence encoder keeps "left" and
     "right" almost identical (cosine 0.89 in MiniLM), a learned identity does not.
     ``text_head`` adds the phrase's own 1x1 kernel over the stride-4 decoder features to the
-    logits; ``spatial_context`` (maps per guided stage, 0 = off) gives every pixel what the
-    phrase-matched maps hold to its left, right, above and below. ``object_classes`` (one class
+    logits; ``reason_layers`` adds that many phrase-conditioned attention layers over the
+    stride-4 decoder positions (:mod:`segmenter.reasoning`: every position reads the words, then
+    every other position with its coordinates), on a grid pooled to ``reason_stride`` (4 or 8);
+    ``spatial_context`` (maps per guided stage, 0 = off) gives every pixel what the phrase-matched
+    maps hold to its left, right, above and below. ``object_classes`` (one class
     count per head) adds per-pixel classifiers of every object's attributes, trained with weight
     ``object_weight`` when a batch brings their targets (``fit(objects=...)``).
 
@@ -81,6 +84,8 @@ class SegmenterConfig:
     use_guidance: bool = True
     word_buckets: int = 0
     text_head: bool = False
+    reason_layers: int = 0
+    reason_stride: int = 8
     spatial_context: int = 0
     object_classes: tuple[int, ...] = ()
     object_weight: float = 0.5
@@ -126,6 +131,13 @@ class SegmenterConfig:
                              f"'timm:<model name>', got {self.backbone!r}")
         if not 0.0 <= self.prior_swap <= 1.0:
             raise ValueError(f"SegmenterConfig.prior_swap must be in [0, 1], got {self.prior_swap}")
+        if self.reason_layers < 0 or (self.reason_layers and self.decoder_width % 4):
+            raise ValueError(f"SegmenterConfig.reason_layers must be >= 0 and decoder_width a "
+                             f"multiple of 4 (attention heads), got {self.reason_layers}, "
+                             f"{self.decoder_width}")
+        if self.reason_stride not in (4, 8):
+            raise ValueError(f"SegmenterConfig.reason_stride must be 4 or 8, "
+                             f"got {self.reason_stride}")
         if self.word_buckets < 0:
             raise ValueError(f"SegmenterConfig.word_buckets must be >= 0, got {self.word_buckets}")
         if any(k < 1 for k in self.object_classes) or self.object_weight < 0:

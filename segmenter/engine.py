@@ -184,6 +184,9 @@ class Segmenter:
         optimiser and the teacher are then left as they were before the step.
         """
         cfg = self.config
+        if objects is not None and not cfg.object_classes:
+            raise ValueError("train_step got object targets but the segmenter has no "
+                             "object-attribute heads (SegmenterConfig.object_classes is empty)")
         img, pri = self._inputs(images, priors, len(phrases))
         b, size = img.shape[0], cfg.image_size
         targets = np.asarray(targets, dtype=np.float32)
@@ -215,10 +218,11 @@ class Segmenter:
             if obj.shape != (b, len(object_logits), size, size):
                 raise ValueError(f"objects must be (B, {len(object_logits)}, {size}, {size}), "
                                  f"got {tuple(obj.shape)}")
+            known = (obj >= 0).sum().clamp_min(1)  # a batch of only unknown pixels adds 0
             ce = sum(F.cross_entropy(F.interpolate(o.float(), size=(size, size), mode="bilinear",
                                                    align_corners=False), obj[:, i],
-                                     ignore_index=-1)
-                     for i, o in enumerate(object_logits))
+                                     ignore_index=-1, reduction="sum")
+                     for i, o in enumerate(object_logits)) * (len(object_logits) / known)
             terms["objects"] = ce
             loss = loss + cfg.object_weight * ce
         if not torch.isfinite(loss):

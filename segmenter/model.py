@@ -9,6 +9,7 @@ from torch import nn
 from segmenter.backbone import build_encoder, conv_bn_relu
 from segmenter.config import SegmenterConfig
 from segmenter.guidance import FiLMBlock, GuidanceBlock, masked_mean
+from segmenter.reasoning import Reasoner
 
 
 def coordinate_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -41,22 +42,23 @@ class TopDownDecoder(nn.Module):
             cin = fine
         self.head = nn.Conv2d(cin, 1, 1)
 
-    def forward(self, feats: list[torch.Tensor], details: dict[int, torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(coarse, fine)``: the top-down features at stride 4 (``width`` channels) and the
-        last, finest decoder features (the head's input)."""
+    def top_down(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The top-down features at stride 4 (``width`` channels)."""
         x = self.lateral[-1](feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
             x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False) + lat
             x = self.smooth[i](x)
-        coarse = x
+        return x
+
+    def refine(self, x: torch.Tensor, details: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The stride-4 features refined with the stem's details: the head's input."""
         for stride in self.refine_strides:
             detail = details[stride]
             x = F.interpolate(self.reduce[str(stride)](x), size=detail.shape[-2:], mode="bilinear",
                               align_corners=False)
             x = self.fuse[str(stride)](torch.cat([x, detail], 1))
-        return coarse, x
+        return x
 
     def logits(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The 1x1 head on the decoder's last features, upsampled to ``size``."""
@@ -118,6 +120,9 @@ class GuidedSegNet(nn.Module):
         # from the labeled images' object annotations, so the features learn what phrases name
         self.object_heads = nn.ModuleList(nn.Conv2d(self.decoder.width, k + 1, 1)
                                           for k in cfg.object_classes)
+        self.reasoner = (Reasoner(self.decoder.width, cfg.text_dim, cfg.reason_layers)
+                         if cfg.reason_layers and cfg.use_text else None)
+        self.reason_pool = cfg.reason_stride // 4  # the decoder's top-down path ends at stride 4
         self.text_head = cfg.text_head and cfg.use_text
         if self.text_head:  # the phrase's own 1x1 kernel over the decoder's last features
             self.kernel = nn.Linear(cfg.text_dim, self.decoder.width + 1)
@@ -159,9 +164,12 @@ class GuidedSegNet(nn.Module):
         else:  # a pretrained backbone runs whole; each stage's output is guided
             feats = [self.guide(i, f, words, mask, priors, coords, trust_out)
                      for i, f in enumerate(self.encoder.features(x))]
-        coarse, fine = self.decoder(feats, details)
+        coarse = self.decoder.top_down(feats)
         if object_out is not None:
             object_out.extend(head(coarse) for head in self.object_heads)
+        if self.reasoner is not None:  # compare positions across the image, given the phrase
+            coarse = self.reason(coarse, coords, words, mask)
+        fine = self.decoder.refine(coarse, details)
         logits = self.decoder.logits(fine, (h, w))
         if self.text_head:  # the phrase's own 1x1 kernel over the stride-4 features
             kernel = self.kernel(masked_mean(words, mask))  # B, C + 1
@@ -172,6 +180,18 @@ class GuidedSegNet(nn.Module):
                 dynamic = F.interpolate(dynamic, size=(h, w), mode="bilinear", align_corners=False)
             logits = logits + dynamic
         return logits
+
+    def reason(self, coarse: torch.Tensor, coords: torch.Tensor, words: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        """The stride-4 features after the reasoning layers (run on a grid pooled by
+        ``reason_pool``; what they add is upsampled back as a residual)."""
+        grid = F.avg_pool2d(coarse, self.reason_pool) if self.reason_pool > 1 else coarse
+        where = F.adaptive_avg_pool2d(coords, grid.shape[-2:])
+        update = self.reasoner(grid, where, words, mask) - grid
+        if update.shape[-2:] != coarse.shape[-2:]:
+            update = F.interpolate(update, size=coarse.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        return coarse + update
 
     def guide(self, i: int, x: torch.Tensor, words: torch.Tensor | None, mask: torch.Tensor | None,
               priors: torch.Tensor, coords: torch.Tensor,

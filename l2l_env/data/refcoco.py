@@ -408,8 +408,11 @@ class ReferDataset:
                                  f"on image {ann['image_id']}")
             if image_id not in objects:
                 image_anns = by_image[image_id]
+                size = int(images[image_id]["height"]), int(images[image_id]["width"])
                 objects[image_id] = tuple(
-                    ObjectInfo(box=_box(a, self.instances_path), category=self._category(a))
+                    ObjectInfo(box=_box(a, self.instances_path), category=self._category(a),
+                               mask=AnnotationMask(a["segmentation"], *size,
+                                                   f"{self.instances_path} annotation {a['id']}"))
                     for a in image_anns)
                 positions[image_id] = {int(a["id"]): k for k, a in enumerate(image_anns)}
             image = images[image_id]

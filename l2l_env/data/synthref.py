@@ -146,8 +146,9 @@ class SynthRefData:
             sentences[r].append((sid, text))
         infos = [tuple(ObjectInfo(box=tuple(float(b) for b in o.box), category=o.shape,
                                   attributes={"colour": o.colour, "shape": o.shape,
-                                              "size": o.size}) for o in objs)
-                 for objs in self.objects]
+                                              "size": o.size},
+                                  mask=_MaskLoader(labels, img, k)) for k, o in enumerate(objs))
+                 for img, objs in enumerate(self.objects)]
         refs = []
         for r, (ref_id, img, obj) in enumerate(zip(self.ref_ids.tolist(),
                                                    self.ref_image_index.tolist(),

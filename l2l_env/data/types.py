@@ -24,14 +24,31 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """An object annotated in an image: its box, category and attributes.
+    """An object annotated in an image: its box, category, attributes and (optionally) mask.
 
-    Priors may look at these (a simulated MLLM grounds by picking one of them), never at masks.
+    Priors may look at the box, category and attributes (a simulated MLLM grounds by picking one
+    of them), never at masks. The masks of *labeled* images' objects train the segmenter's
+    object-attribute heads (:class:`l2l_env.objects.ObjectRows`); an unlabeled image's never do.
     """
 
     box: Box
     category: str
     attributes: dict[str, str] = field(default_factory=dict)
+    mask: Callable[[], np.ndarray] | np.ndarray | None = field(default=None, compare=False,
+                                                               repr=False)
+    """HxW bool, or a loader of it (None: not annotated)."""
+
+    def value(self, attribute: str) -> str | None:
+        """The object's ``attribute``: ``"category"`` or a key of ``attributes`` (None: it has
+        no such attribute)."""
+        return self.category if attribute == "category" else self.attributes.get(attribute)
+
+    def load_mask(self) -> np.ndarray:
+        """The object's HxW bool mask; ``ValueError`` when it has none."""
+        if self.mask is None:
+            raise ValueError(f"object {self.category!r} at {self.box} has no mask annotation")
+        mask = self.mask() if callable(self.mask) else self.mask
+        return np.asarray(mask, dtype=bool)
 
 
 @dataclass(frozen=True)
