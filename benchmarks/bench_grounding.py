@@ -26,20 +26,28 @@ from typing import Any
 import numpy as np
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    # trained and evaluated without any prior: the phrase alone must find the object
-    "base_np": {"config": {"use_prior": False}},
-    "context_np": {"config": {"use_prior": False, "text_head": True, "spatial_context": 4}},
-    "head_np": {"config": {"use_prior": False, "text_head": True}},
-    "objects_np": {"config": {"use_prior": False, "text_head": True},
+    # "_np": trained and evaluated without any prior: the phrase alone must find the object
+    "base_np": {"config": {"use_prior": False, "reason_layers": 0, "text_head": False}},
+    "context_np": {"config": {"use_prior": False, "reason_layers": 0, "text_head": True,
+                              "spatial_context": 4}},
+    "head_np": {"config": {"use_prior": False, "reason_layers": 0, "text_head": True}},
+    "objects_np": {"config": {"use_prior": False, "reason_layers": 0, "text_head": True},
                    "objects": ["shape", "colour", "size"]},
     "reason_np": {"config": {"use_prior": False, "text_head": True, "reason_layers": 2},
                   "objects": ["shape", "colour", "size"]},
     "reason4_np": {"config": {"use_prior": False, "text_head": True, "reason_layers": 2,
                               "reason_stride": 4}, "objects": ["shape", "colour", "size"]},
-    "words_np": {"config": {"use_prior": False, "word_buckets": 4096}},
-    "words_head_np": {"config": {"use_prior": False, "word_buckets": 4096, "text_head": True}},
+    "reason_plain_np": {"config": {"use_prior": False, "reason_layers": 2, "text_head": False}},
+    # with the prior (and simulated grounding mistakes in training)
+    "reason_prior": {"config": {"text_head": True, "reason_layers": 2, "prior_warp": 0.3},
+                     "objects": ["shape", "colour", "size"], "prior_swap": 0.15},
+    "words_np": {"config": {"use_prior": False, "reason_layers": 0, "text_head": False,
+                            "word_buckets": 4096}},
+    "words_head_np": {"config": {"use_prior": False, "reason_layers": 0, "word_buckets": 4096,
+                                 "text_head": True}},
 }
-"""Named variants: SegmenterConfig overrides (``config``) and optional object-head targets."""
+"""Named variants: SegmenterConfig overrides (``config``), optional object-head targets and
+``prior_swap`` (the share of training priors replaced by a simulated grounding mistake)."""
 
 
 def run_variant(name: str, minutes: float, step_seconds: float, every: int) -> dict[str, Any]:
@@ -47,7 +55,7 @@ def run_variant(name: str, minutes: float, step_seconds: float, every: int) -> d
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_segmenter import load_arrays, object_targets
+    from bench_segmenter import load_arrays, mistake_priors, object_targets
 
     from l2l_env.metrics import iou
     from segmenter import Segmenter, SegmenterConfig, fit
@@ -80,7 +88,10 @@ def run_variant(name: str, minutes: float, step_seconds: float, every: int) -> d
     t0 = time.perf_counter()
     result = fit(seg, train.images, train.priors if cfg.use_prior else None, train.phrases,
                  train.masks.astype(np.float32), steps=total, minutes=minutes, batch_size=32,
-                 seed=0, progress=False, eval_fn=score, eval_every=every, objects=objects)
+                 seed=0, progress=False, eval_fn=score, eval_every=every, objects=objects,
+                 alt_priors=(mistake_priors("train", cfg.image_size, 0, None)
+                             if spec.get("prior_swap") else None),
+                 prior_swap=float(spec.get("prior_swap", 0.0)))
     curve = [h for h in result.history if "mIoU" in h]
     return {"name": name, "variant": spec, "config": seg.config.to_dict(),
             "steps": result.steps, "train_seconds": round(time.perf_counter() - t0, 1),
@@ -95,11 +106,15 @@ def markdown(results: dict[str, Any]) -> str:
     for r in results["runs"]:
         kinds = [k for k in r["curve"][-1] if k not in ("step", "time", "mIoU", "prior_right",
                                                         "prior_wrong")]
+        prior = r["config"].get("use_prior", True)  # then: by the MLLM prior's correctness
+        extra = ["prior right", "prior wrong"] if prior else []
         lines += [f"## {r['name']}: {json.dumps(r['variant'])}", "",
-                  "| step | mIoU | " + " | ".join(kinds) + " |", "|" + "---|" * (2 + len(kinds))]
+                  "| step | mIoU | " + " | ".join(extra + kinds) + " |",
+                  "|" + "---|" * (2 + len(extra) + len(kinds))]
         for h in r["curve"]:
+            cells = ([h["prior_right"], h["prior_wrong"]] if prior else []) + [h[k] for k in kinds]
             lines.append(f"| {h['step']} | {h['mIoU']:.3f} | "
-                         + " | ".join(f"{h[k]:.3f}" for k in kinds) + " |")
+                         + " | ".join(f"{v:.3f}" for v in cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

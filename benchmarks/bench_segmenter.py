@@ -30,35 +30,35 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("val", "testA", "testB")
+OBJECTS = ["shape", "colour", "size"]
+"""The SynthRef attributes whose per-pixel classes train the object-attribute heads (what a run's
+labeled bank gives them, ``l2l_env.data.OBJECT_ATTRIBUTES``), unless a run says otherwise."""
 RUNS: dict[str, dict[str, Any]] = {
     "full": {},
     "no_prior": {"config": {"use_prior": False}},
     "no_text": {"config": {"use_text": False}},
     "no_guidance": {"config": {"use_guidance": False}},
-    "distractors": {"prior_swap": 0.3},
-    "distractors_50": {"prior_swap": 0.5},
-    "warp": {"config": {"prior_warp": 0.3}},
+    "no_reason": {"config": {"reason_layers": 0}},
+    "no_objects": {"objects": []},
+    "no_mistakes": {"config": {"prior_swap": 0.0, "prior_warp": 0.0}},
+    "no_swap": {"config": {"prior_swap": 0.0}},
+    "reason_stride4": {"config": {"reason_stride": 4}},
+    "swap_30": {"config": {"prior_swap": 0.3}},
     "words": {"config": {"word_buckets": 4096}},
-    "words_no_prior": {"config": {"word_buckets": 4096, "use_prior": False}},
-    "robust": {"config": {"word_buckets": 4096, "prior_warp": 0.2}, "prior_swap": 0.3},
-    "robust_15": {"config": {"word_buckets": 4096, "prior_warp": 0.1}, "prior_swap": 0.15},
-    "objects": {"objects": ["shape", "colour", "size"]},
-    "objects_no_prior": {"config": {"use_prior": False}, "objects": ["shape", "colour", "size"]},
-    "robust_objects": {"config": {"word_buckets": 4096, "prior_warp": 0.2}, "prior_swap": 0.3,
-                       "objects": ["shape", "colour", "size"]},
-    "warp_swap": {"config": {"prior_warp": 0.3}, "prior_swap": 0.15},
-    "objects_warp": {"config": {"prior_warp": 0.3}, "objects": ["shape", "colour", "size"]},
-    "objects_warp_swap": {"config": {"prior_warp": 0.3}, "prior_swap": 0.15,
-                          "objects": ["shape", "colour", "size"]},
+    "previous_default": {"config": {"reason_layers": 0, "text_head": False, "prior_warp": 0.0,
+                                    "prior_swap": 0.0}, "objects": []},
+    "previous_no_prior": {"config": {"reason_layers": 0, "text_head": False, "use_prior": False},
+                          "objects": []},
 }
 """Every run the benchmark knows: ``config`` are :class:`SegmenterConfig` changes from the default
-(ablations switch parts off; ``word_buckets`` adds learned word identities to the phrase's token
-features; ``prior_warp`` shifts, shrinks and grows training priors), ``prior_swap`` the share of
-training samples whose prior is replaced by a *mistake*: the simulated grounder's ``mistakes``
-preset, a jittered box on another object of the image (preferring ones that share the referent's
-attributes) or a misplaced box, so that the network learns when not to trust a prior; ``objects``
-the SynthRef attributes whose per-pixel classes train the object-attribute heads (the labeled
-images' scene annotations: every object's shape, colour and size)."""
+(ablations switch parts off: the prior, the text, the guidance module, the reasoning layers, the
+simulated grounding mistakes of training: ``prior_swap``, the share of training samples whose
+prior is replaced by the simulated grounder's ``mistakes`` preset, a jittered box on another
+object of the image preferring ones that share the referent's attributes, and ``prior_warp``,
+shifted, shrunk and grown training priors); ``objects`` the SynthRef attributes whose per-pixel
+classes train the object-attribute heads (default :data:`OBJECTS`; the labeled images' scene
+annotations). ``previous_default`` is the segmenter as it was before the reasoning layers,
+object-attribute heads and training mistakes became the default."""
 
 
 @dataclass
@@ -216,7 +216,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg = SegmenterConfig(**job["config"])
     objects = None
-    if job.get("objects"):
+    if job["objects"]:
         objects, classes = object_targets(job["objects"], job["num_train"], cfg.image_size)
         cfg = cfg.replace(object_classes=classes)
     data = {}
@@ -251,7 +251,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     budget_s = 60.0 * job["minutes"]
     total_steps = max(100, int(0.97 * budget_s / step_s))
     seg = Segmenter(cfg.replace(total_steps=total_steps), text_encoder=enc)
-    swap = float(job.get("prior_swap", 0.0))
+    swap = float(cfg.prior_swap) if cfg.use_prior else 0.0
     alt = (mistake_priors("train", cfg.image_size, job["prior_seed"], job["num_train"])
            if swap > 0 else None)
     result = fit(seg, train.images, train.priors, train.phrases, train.masks.astype(np.float32),
@@ -430,8 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     def job(name: str, minutes: float) -> dict[str, Any]:
         return {"name": name, "minutes": minutes,
                 "config": {**base, **RUNS[name].get("config", {})},
-                "prior_swap": RUNS[name].get("prior_swap", 0.0),
-                "objects": RUNS[name].get("objects"),
+                "objects": RUNS[name].get("objects", OBJECTS),
                 "threads": args.threads, "batch_size": args.batch_size, "preset": args.preset,
                 "prior_seed": args.prior_seed, "num_train": args.num_train,
                 "progress": not args.no_progress}

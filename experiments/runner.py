@@ -264,8 +264,8 @@ class Runner:
             from l2l_env.objects import object_vocabulary
 
             swap = self.segmenter.config.prior_swap > 0
-            vocabulary = (object_vocabulary(table, env_cfg.object_attributes)
-                          if env_cfg.object_attributes else None)
+            attributes = env_cfg.resolved_object_attributes()
+            vocabulary = object_vocabulary(table, attributes) if attributes else None
             self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
                                    distractors=load_train_mistakes(env_cfg, table) if swap else None,
                                    cache_root=env_cfg.cache_dir, objects=vocabulary)

@@ -18,8 +18,9 @@ class DataSettings:
     labeled/unlabeled split of its train images, ``num_workers``, the worker processes that
     assemble training batches (0: in the main process; the batches are the same either way), and
     ``object_attributes``, the attributes of the labeled images' annotated objects whose per-pixel
-    classes train the segmenter's object-attribute heads (SynthRef: ``shape``, ``colour``,
-    ``size``; refer data sets: ``category``; empty: none; see :mod:`l2l_env.objects`).
+    classes train the segmenter's object-attribute heads (see :mod:`l2l_env.objects`; None: the
+    data set's own, ``l2l_env.data.OBJECT_ATTRIBUTES``: SynthRef ``shape``, ``colour``, ``size``,
+    the refer data sets ``category``; an empty list: none).
     Shared by :class:`EnvConfig` and the run config, so each default has one source."""
 
     dataset: str = "synthref"
@@ -29,7 +30,15 @@ class DataSettings:
     split_seed: int = 0
     split_dir: str | None = None
     num_workers: int = 0
-    object_attributes: list[str] = field(default_factory=list)
+    object_attributes: list[str] | None = None
+
+    def resolved_object_attributes(self) -> list[str]:
+        """``object_attributes``, or the data set's own when it is None."""
+        if self.object_attributes is not None:
+            return list(self.object_attributes)
+        from l2l_env.data import OBJECT_ATTRIBUTES
+
+        return list(OBJECT_ATTRIBUTES.get(self.dataset, ()))
 
 
 @dataclass
@@ -131,8 +140,9 @@ class EnvConfig(DataSettings):
             (self.probe_size >= 0, "probe_size", "a non-negative integer"),
             (self.warmup_steps >= 0, "warmup_steps", "a non-negative integer"),
             (self.num_workers >= 0, "num_workers", "a non-negative integer"),
-            (len(set(self.object_attributes)) == len(self.object_attributes),
-             "object_attributes", "distinct attribute names"),
+            (self.object_attributes is None
+             or len(set(self.object_attributes)) == len(self.object_attributes),
+             "object_attributes", "None (the data set's own) or distinct attribute names"),
         ]
         for ok, key, expected in checks:
             if not ok:

@@ -20,23 +20,24 @@ from l2l_env.loop_data import LoopData, load_loop_data
 
 def segmenter_config(config: Any, table: Any = None):
     """The :class:`segmenter.SegmenterConfig` of an env config's ``segmenter`` overrides (its
-    ``device`` and ``seed`` default to the env's). With ``object_attributes``, its
+    ``device`` and ``seed`` default to the env's). With object attributes, its
     ``object_classes`` are the sizes of their vocabularies in the train table (``table``, loaded
     when not given): :func:`l2l_env.objects.object_vocabulary`."""
     from segmenter import SegmenterConfig
 
     overrides = {"device": config.device, "seed": config.seed, **config.segmenter}
-    if config.object_attributes:
+    attributes = config.resolved_object_attributes()
+    if attributes:
         from l2l_env.loop_data import load_table_of
         from l2l_env.objects import object_vocabulary
 
         table = load_table_of(config, "train") if table is None else table
-        vocabulary = object_vocabulary(table, config.object_attributes)
+        vocabulary = object_vocabulary(table, attributes)
         classes = [len(v) for v in vocabulary.values()]
         given = overrides.get("object_classes")
         if given and [int(k) for k in given] != classes:
             raise ValueError(f"segmenter.object_classes={list(given)} does not match "
-                             f"object_attributes={list(config.object_attributes)}, whose "
+                             f"object_attributes={attributes}, whose "
                              f"vocabularies have {classes} classes; leave object_classes unset")
         overrides["object_classes"] = classes
     return SegmenterConfig.from_dict(overrides)
@@ -90,7 +91,7 @@ def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_
         "data": [env["dataset"], path(env["data_root"]), env["data_options"]],
         "split": [env["label_ratio"], env["split_seed"], path(env["split_dir"])],
         "prior": [env["prior_provider"], env["prior_options"], env["proposal"]],
-        "bank": [env["probe_size"], env["grid_size"], env.get("object_attributes", [])],
+        "bank": [env["probe_size"], env["grid_size"], env.get("object_attributes")],
         "segmenter": seg,
         "warmup": [steps, batch_size, seed], "version": 1,
     }

@@ -75,13 +75,18 @@ def load_train_mistakes(config: Any, table: Any):
 
 
 def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: Any = None,
-                   distractors: bool = False) -> LoopData:
+                   distractors: bool | None = None) -> LoopData:
     """Banks of the train split for an env config (:class:`l2l_env.config.EnvConfig`) at the
     segmenter's input size; ``table``/``priors``: the train split's, when already loaded. Raises
     ``ValueError`` when the label split leaves no unlabeled images or calibration steps find no
     held-out labeled sample. With ``distractors`` the labeled bank carries distractor priors
-    (:attr:`~l2l_env.bank.SampleBank.distractors`, for the segmenter's ``prior_swap``)."""
+    (:attr:`~l2l_env.bank.SampleBank.distractors`, for the segmenter's ``prior_swap``; None: when
+    the config's segmenter trains with them, ``prior_swap`` > 0)."""
     cfg = config
+    if distractors is None:
+        from segmenter import SegmenterConfig
+
+        distractors = SegmenterConfig.from_dict(dict(cfg.segmenter)).prior_swap > 0
     table = load_table_of(cfg, "train") if table is None else table
     priors = load_train_priors(cfg, table) if priors is None else priors
     split = label_split(cfg.dataset, table.image_ids, cfg.label_ratio, seed=cfg.split_seed,
@@ -90,8 +95,8 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
         raise ValueError(f"label_ratio={cfg.label_ratio} leaves no unlabeled train images")
     S, G = image_size, cfg.grid_size
     images = train_image_store(table, S, cfg.cache_dir)  # one store: both banks read from it
-    vocabulary = (object_vocabulary(table, cfg.object_attributes)
-                  if cfg.object_attributes else None)  # of the whole table: stable classes
+    attributes = cfg.resolved_object_attributes()  # vocabulary of the whole table: stable classes
+    vocabulary = object_vocabulary(table, attributes) if attributes else None
     labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal,
                          distractors=load_train_mistakes(cfg, table) if distractors else None,
                          images=images, objects=vocabulary)

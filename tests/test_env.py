@@ -303,10 +303,10 @@ def train_spy(monkeypatch):
         original = seg.train_step
         calls = []
 
-        def spy(images, priors, phrases, targets, weights=None):
+        def spy(images, priors, phrases, targets, weights=None, **extra):
             calls.append({"images": np.array(images), "phrases": list(phrases),
-                          "targets": np.array(targets), "weights": np.array(weights)})
-            return original(images, priors, phrases, targets, weights)
+                          "targets": np.array(targets), "weights": np.array(weights), **extra})
+            return original(images, priors, phrases, targets, weights, **extra)
 
         monkeypatch.setattr(seg, "train_step", spy)
         return calls

@@ -80,9 +80,9 @@ def test_self_trainer_trains_on_exactly_the_pending_labels(parts):
     seen = []
     real = seg.train_step
 
-    def spy(images, priors, phrases, targets, weights):
+    def spy(images, priors, phrases, targets, weights, **extra):
         seen.append((list(phrases), targets.copy(), weights.copy()))
-        return real(images, priors, phrases, targets, weights)
+        return real(images, priors, phrases, targets, weights, **extra)
 
     seg.train_step = spy
     trainer = SelfTrainer(seg, data.labeled, data.probe, data.unlabeled, update_steps=2,
@@ -161,7 +161,8 @@ def test_distractor_priors_point_at_another_object_and_training_sees_them(l2l_ca
     assert np.median(inside) < 0.3 < np.median(own)  # mostly off the referent, unlike its prior
     seen = []
     real = seg.train_step
-    seg.train_step = lambda images, priors, *rest: seen.append(priors.copy()) or real(images, priors, *rest)
+    seg.train_step = lambda images, priors, *rest, **extra: \
+        seen.append(priors.copy()) or real(images, priors, *rest, **extra)
     trainer = SelfTrainer(seg, lab, data.probe, data.unlabeled, update_steps=1, labeled_batch=3,
                           pseudo_weight=1.0)
     trainer.update(np.random.default_rng(0))

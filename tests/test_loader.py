@@ -51,10 +51,11 @@ def parts(l2l_cache, one_thread):
 def _spy(seg, seen: list) -> None:
     real = seg.train_step
 
-    def spy(images, priors, phrases, targets, weights):
+    def spy(images, priors, phrases, targets, weights, **extra):
         seen.append((np.array(images), np.array(priors), list(phrases), np.array(targets),
-                     None if weights is None else np.array(weights)))
-        return real(images, priors, phrases, targets, weights)
+                     None if weights is None else np.array(weights),
+                     None if extra.get("objects") is None else np.array(extra["objects"])))
+        return real(images, priors, phrases, targets, weights, **extra)
 
     seg.train_step = spy
 

@@ -85,3 +85,45 @@ def test_object_heads_train_and_check_their_targets(text_encoder, tiny_segmenter
         seg.train_step(images, None, phrases, targets, objects=objects[:, :1])
     with pytest.raises(ValueError, match="object_classes"):
         SegmenterConfig(object_classes=(0,))
+
+
+def test_reasoning_starts_as_identity_and_then_links_every_position():
+    from segmenter.reasoning import Reasoner
+
+    torch.manual_seed(0)
+    reasoner = Reasoner(width=8, text_dim=6, layers=2)
+    x = torch.randn(2, 8, 4, 4)
+    coords = torch.randn(1, 2, 4, 4)
+    words = torch.randn(2, 3, 6)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert torch.equal(reasoner(x, coords, words, mask), x)  # zero-initialised outputs
+    for p in reasoner.parameters():  # as after training: every projection in use
+        torch.nn.init.normal_(p, std=0.3)
+    x.requires_grad_(True)
+    out = reasoner(x, coords, words, mask)
+    out[0, :, 0, 0].sum().backward()
+    far = x.grad[0, :, 3, 3].abs().sum()  # the far corner reaches the first position
+    assert far > 0 and x.grad[1].abs().sum() == 0  # ... within its own sample only
+    words2 = words.clone()
+    words2[0, 2] += 10.0  # a padded token changes nothing
+    assert torch.allclose(reasoner(x, coords, words2, mask), out)
+
+
+def test_segmenter_with_reasoning_trains_and_checks_its_settings(text_encoder, tiny_segmenter):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    targets = (rng.random((2, 32, 32)) > 0.6).astype(np.float32)
+    phrases = ["the leftmost circle", "the second square from the top"]
+    for stride in (4, 8):
+        cfg = SegmenterConfig(image_size=32, reason_layers=1, reason_stride=stride,
+                              use_prior=False, lr_warmup_steps=1, **tiny_segmenter)
+        seg = Segmenter(cfg, text_encoder=text_encoder)
+        first = seg.train_step(images, None, phrases, targets)["loss"]
+        for _ in range(10):
+            last = seg.train_step(images, None, phrases, targets)["loss"]
+        assert np.isfinite(last) and last < first
+        assert seg.predict(images, None, phrases).shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="reason_stride"):
+        SegmenterConfig(reason_layers=1, reason_stride=16)
+    with pytest.raises(ValueError, match="decoder_width"):
+        SegmenterConfig(reason_layers=1, decoder_width=10)

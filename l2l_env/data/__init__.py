@@ -34,6 +34,15 @@ DATASETS: dict[str, TableLoader] = {
     "refcocog": _refer("refcocog"),
 }
 
+OBJECT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "synthref": ("shape", "colour", "size"),
+    "refcoco": ("category",),
+    "refcoco+": ("category",),
+    "refcocog": ("category",),
+}
+"""Each data set's annotated object attributes: the default targets of the segmenter's
+object-attribute heads (:mod:`l2l_env.objects`)."""
+
 SPLITS: dict[str, tuple[str, ...]] = {
     "synthref": ("train", "val", "testA", "testB"),
     "refcoco": ("train", "val", "testA", "testB"),
@@ -89,6 +98,6 @@ def load_split(dataset: str, split: str, data_root: str | os.PathLike | None = N
 
 
 __all__ = [
-    "Box", "DATASETS", "LabelSplit", "ObjectInfo", "RefRecord", "RefSplit", "RefTable",
+    "Box", "DATASETS", "OBJECT_ATTRIBUTES", "LabelSplit", "ObjectInfo", "RefRecord", "RefSplit", "RefTable",
     "ReferringSample", "SPLITS", "check_options", "dataset_options", "label_split", "load_split", "load_table", "split_filename",
 ]
