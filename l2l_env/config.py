@@ -69,6 +69,8 @@ class EnvConfig(DataSettings):
         update_interval: K, the segmenter trains every K steps on labeled data + the K selections.
         update_steps: optimiser steps per update; labeled_batch: labeled samples per optimiser step.
         pseudo_weight: loss weight of a pseudo-labeled pixel (labeled pixels weigh 1).
+        pseudo_prior_dropout: the chance that a pseudo-labeled sample trains without its prior,
+        so the pseudo-labels also teach the phrase (on top of the segmenter's ``prior_dropout``).
         episode_steps: steps per episode (then truncated). progress_horizon: steps at which the
         ``progress`` observation reaches 1.
     Reward
@@ -99,6 +101,7 @@ class EnvConfig(DataSettings):
     update_steps: int = 4
     labeled_batch: int = 16
     pseudo_weight: float = 1.0
+    pseudo_prior_dropout: float = 0.0
     episode_steps: int = 128
     progress_horizon: int = 4096
     reward: str = "heldout"
@@ -134,6 +137,7 @@ class EnvConfig(DataSettings):
             (self.update_steps >= 0, "update_steps", "a non-negative integer"),
             (self.labeled_batch >= 0, "labeled_batch", "a non-negative integer"),
             (self.pseudo_weight >= 0.0, "pseudo_weight", "a non-negative number"),
+            (0.0 <= self.pseudo_prior_dropout <= 1.0, "pseudo_prior_dropout", "a chance in [0, 1]"),
             (self.episode_steps >= 1, "episode_steps", "a positive integer"),
             (self.progress_horizon >= 1, "progress_horizon", "a positive integer"),
             (self.reward in REWARDS, "reward", f"one of {sorted(REWARDS)}"),

@@ -157,7 +157,8 @@ class PseudoLabelEnv(gym.Env):
         self.loop_bank = concat_banks(data.unlabeled, data.probe) if calibrate else data.unlabeled
         self.trainer = SelfTrainer(self.segmenter, data.labeled, data.probe, self.loop_bank,
                                    update_steps=cfg.update_steps, labeled_batch=cfg.labeled_batch,
-                                   pseudo_weight=cfg.pseudo_weight, num_workers=cfg.num_workers)
+                                   pseudo_weight=cfg.pseudo_weight, num_workers=cfg.num_workers,
+                                   pseudo_prior_dropout=cfg.pseudo_prior_dropout)
         self._inputs: Any = None  # the loader of prediction inputs (workers start on first use)
         self._ahead: tuple[np.ndarray, Any] | None = None
 

@@ -28,6 +28,9 @@ class SelfTrainer:
     :param update_steps: optimiser steps per update.
     :param labeled_batch: labeled samples added to every step's batch.
     :param pseudo_weight: weight of a pseudo-labeled pixel relative to a labeled one.
+    :param pseudo_prior_dropout: the chance that a pseudo-labeled sample trains without its prior
+        (the flat no-answer map; seeded by the step), so that the pseudo-labels also teach the
+        network to find the object from the phrase alone.
     :param num_workers: worker processes that assemble the update's batches (0: this process).
         The labeled batch indices are drawn here, in order, and every other draw is seeded by
         the segmenter step the batch trains, so the batches do not depend on it.
@@ -35,12 +38,13 @@ class SelfTrainer:
 
     def __init__(self, segmenter: Any, labeled: SampleBank, probe: SampleBank, pool: SampleBank, *,
                  update_steps: int, labeled_batch: int, pseudo_weight: float,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, pseudo_prior_dropout: float = 0.0) -> None:
         self.segmenter = segmenter
         self.labeled, self.probe, self.pool = labeled, probe, pool
         self.update_steps = int(update_steps)
         self.labeled_batch = int(labeled_batch)
         self.pseudo_weight = float(pseudo_weight)
+        self.pseudo_prior_dropout = float(pseudo_prior_dropout)
         self.num_workers = int(num_workers)
         self._loader: Any = None
         self._probe_inputs: dict[str, Any] | None = None
@@ -102,7 +106,8 @@ class SelfTrainer:
                 if at != self.segmenter.step:
                     raise RuntimeError(f"update: batch of step {at} at step {self.segmenter.step}")
                 images = np.concatenate([pool["images"], labeled["images"]])
-                priors = np.concatenate([pool["priors"], labeled["priors"]])
+                priors = np.concatenate([self.pseudo_priors(pool["priors"], at),
+                                         labeled["priors"]])
                 phrases = pool["phrases"] + labeled["phrases"]
                 tgt = np.concatenate([targets, labeled["masks"].astype(np.float32)])
                 ones = np.ones((len(idx),) + lab.masks.shape[1:], np.float32)
@@ -122,6 +127,15 @@ class SelfTrainer:
                 "probe_mIoU": self.probe_miou,
                 "probe_delta": self.probe_miou - before,
                 "segmenter_step": int(self.segmenter.step)}
+
+    def pseudo_priors(self, priors: np.ndarray, step: int) -> np.ndarray:
+        """The pseudo-labeled samples' priors for training step ``step``: each dropped (the flat
+        no-answer map) with chance ``pseudo_prior_dropout``."""
+        if self.pseudo_prior_dropout <= 0 or len(priors) == 0:
+            return priors
+        drop = np.random.default_rng([step, 5]).random(len(priors)) < self.pseudo_prior_dropout
+        flat = np.float32(self.segmenter.config.no_prior_value)
+        return np.where(drop[:, None, None], flat, priors).astype(priors.dtype, copy=False)
 
     def loader(self) -> Any:
         """The batch loader of the updates (its workers start at the first update)."""

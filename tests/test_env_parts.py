@@ -219,3 +219,29 @@ def test_gym_make_warms_up_once_through_the_shared_warm_up_cache(l2l_cache, tmp_
     (next((tmp_path / "warm").glob("warmup-*.pt"))).write_bytes(b"garbage")
     gym.make(l2l_env.ENV_ID, **kwargs)  # an unreadable cache is warmed up again and rewritten
     assert calls == [1, 1]
+
+
+def test_pseudo_prior_dropout_trains_pseudo_labels_without_their_prior(parts):
+    cfg, _, data = parts
+    seg = build_segmenter(cfg)
+    seen = []
+    real = seg.train_step
+
+    def spy(images, priors, phrases, targets, weights, **extra):
+        seen.append(priors.copy())
+        return real(images, priors, phrases, targets, weights, **extra)
+
+    seg.train_step = spy
+    S = int(seg.config.image_size)
+    for chance in (1.0, 0.0):
+        trainer = SelfTrainer(seg, data.labeled, data.probe, data.unlabeled, update_steps=1,
+                              labeled_batch=2, pseudo_weight=1.0, pseudo_prior_dropout=chance)
+        for row in (3, 4):
+            trainer.add(row, np.ones((S, S), np.float32), np.ones((S, S), np.float32))
+        trainer.update(np.random.default_rng(0))
+    dropped, kept = seen
+    assert (dropped[:2] == seg.config.no_prior_value).all()
+    assert np.array_equal(kept[:2], data.unlabeled.priors[np.array([3, 4])])
+    assert not (dropped[2:] == seg.config.no_prior_value).all()  # labeled rows keep theirs
+    with pytest.raises(ValueError, match="pseudo_prior_dropout"):
+        make_config(**tiny_env_kwargs("/tmp", pseudo_prior_dropout=1.5))
