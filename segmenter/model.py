@@ -1,4 +1,5 @@
-"""The guided hierarchical segmentation network: encoder, per-stage guidance, top-down decoder."""
+"""The guided hierarchical segmentation network: encoder, per-stage guidance, top-down decoder,
+phrase-conditioned reasoning across positions, object-attribute heads."""
 
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ class GuidedSegNet(nn.Module):
 
     With ``use_guidance`` every encoder stage is followed by a :class:`GuidanceBlock`; without it
     the prior is an extra input channel and the text FiLM-modulates each stage (the baseline).
+    The decoder's stride-4 features feed the object-attribute heads, then the reasoning layers
+    (:class:`segmenter.reasoning.Reasoner`, ``reason_layers`` > 0), then the refinement.
     ``use_prior`` / ``use_text`` remove the prior / the text from the forward pass entirely.
     """
 
