@@ -128,3 +128,12 @@ def test_object_targets_without_heads_are_an_error(tiny_segmenter):
     with pytest.raises(ValueError, match="object_classes"):
         seg.train_step(images, None, ["a", "b"], np.zeros((2, S, S), np.float32),
                        objects=np.zeros((2, 1, S, S), np.int8))
+
+
+def test_each_data_set_names_its_own_object_attributes_unless_told():
+    assert make_config().resolved_object_attributes() == ATTRIBUTES
+    refer = make_config(dataset="refcoco", data_root="data/refer")
+    assert refer.resolved_object_attributes() == ["category"]
+    assert make_config(object_attributes=[]).resolved_object_attributes() == []
+    with pytest.raises(ValueError, match="object_attributes"):
+        make_config(object_attributes=["shape", "shape"])
