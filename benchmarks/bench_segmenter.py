@@ -43,6 +43,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "no_mistakes": {"config": {"prior_swap": 0.0, "prior_warp": 0.0}},
     "no_swap": {"config": {"prior_swap": 0.0}},
     "reason_stride4": {"config": {"reason_stride": 4}},
+    "swap_05": {"config": {"prior_swap": 0.05}},
     "swap_30": {"config": {"prior_swap": 0.3}},
     "words": {"config": {"word_buckets": 4096}},
     "previous_default": {"config": {"reason_layers": 0, "text_head": False, "prior_warp": 0.0,
