@@ -95,7 +95,7 @@ class SegmenterConfig:
     object_classes: tuple[int, ...] = ()
     object_weight: float = 0.5
     prior_dropout: float = 0.2
-    prior_swap: float = 0.15
+    prior_swap: float = 0.05
     prior_warp: float = 0.3
     no_prior_value: float = 0.5
     # optimisation
