@@ -361,7 +361,7 @@ def env_kwargs(cfg: RunConfig, agent_label_source: str | None = None) -> dict[st
         "cache_dir": cfg.cache_dir, "segmenter": segmenter_kwargs(cfg), "device": cfg.device,
         "seed": cfg.seed, "warmup_steps": 0, "progress_horizon": max(1, loop_total(cfg)),
         "num_workers": cfg.num_workers,
-        "object_attributes": None if cfg.object_attributes is None else list(cfg.object_attributes),
+        "object_attributes": cfg.resolved_object_attributes(),
     }
     if agent_label_source is not None:
         kwargs["label_source"] = agent_label_source
