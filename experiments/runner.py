@@ -261,14 +261,13 @@ class Runner:
         else:
             from l2l_env.bank import build_bank
             from l2l_env.loop_data import load_train_mistakes
-            from l2l_env.objects import object_vocabulary
+            from l2l_env.objects import config_vocabulary
 
             swap = self.segmenter.config.prior_swap > 0
-            attributes = env_cfg.resolved_object_attributes()
-            vocabulary = object_vocabulary(table, attributes) if attributes else None
             self.bank = build_bank(table, priors, size, env_cfg.grid_size, proposal=env_cfg.proposal,
                                    distractors=load_train_mistakes(env_cfg, table) if swap else None,
-                                   cache_root=env_cfg.cache_dir, objects=vocabulary)
+                                   cache_root=env_cfg.cache_dir,
+                                   objects=config_vocabulary(env_cfg, table))
             self.data_info.update(labeled_samples=len(self.bank), unlabeled_samples=0)
         self.train_data = None
         D.wrap_segmenter(self.segmenter, self.ctx)

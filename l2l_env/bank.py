@@ -38,8 +38,8 @@ def upsample_grid(cells: np.ndarray, size: int) -> np.ndarray:
 @dataclass
 class SampleBank:
     """The sentences of a set of referred objects (row = one sentence); ``images``, ``priors``,
-    ``prior_grid``, ``masks`` and ``distractors`` are row sources (``bank.images[rows]`` gives
-    the stacked array of those rows)."""
+    ``prior_grid``, ``masks``, ``distractors`` and ``objects`` are row sources
+    (``bank.images[rows]`` gives the stacked array of those rows)."""
 
     sample_ids: list[str]
     phrases: list[str]

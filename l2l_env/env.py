@@ -13,7 +13,7 @@ from l2l_env import labels as L
 from l2l_env import factory, schema
 from l2l_env.bank import concat_banks, pool_to_grid
 from l2l_env.config import EnvConfig, make_config
-from l2l_env.loop_data import LoopData
+from l2l_env.loop_data import LoopData, load_table_of
 from l2l_env.rewards import Reward, StepContext, make_reward
 from l2l_env.self_training import SelfTrainer
 
@@ -102,7 +102,10 @@ class PseudoLabelEnv(gym.Env):
             raise ValueError("from_parts takes a ready segmenter: load the checkpoint / warm up "
                              "with l2l_env.factory before (config checkpoint="
                              f"{cfg.checkpoint!r}, warmup_steps={cfg.warmup_steps})")
-        self.segmenter = segmenter if segmenter is not None else factory.build_segmenter(cfg)
+        # gym.make: the train table is read once, for the segmenter's object heads and the banks
+        table = load_table_of(cfg, "train") if data is None else None
+        self.segmenter = segmenter if segmenter is not None else \
+            factory.build_segmenter(cfg, table=table)
         self.image_size = int(self.segmenter.config.image_size)
         self.grid_size = G = cfg.grid_size
         if self.image_size % G:
@@ -110,7 +113,7 @@ class PseudoLabelEnv(gym.Env):
         self._scale = self.image_size // G
         self.reward_fn = reward_fn if reward_fn is not None else make_reward(cfg.reward, **cfg.reward_options)
         if data is None:  # gym.make: load the parts the config names
-            data = factory.prepare_parts(cfg, self.segmenter)
+            data = factory.prepare_parts(cfg, self.segmenter, table)
         self._started = False
         self._bind(data)
         self._initial_state = copy.deepcopy(self.segmenter.state_dict())

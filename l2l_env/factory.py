@@ -29,11 +29,10 @@ def segmenter_config(config: Any, table: Any = None):
     attributes = config.resolved_object_attributes()
     if attributes:
         from l2l_env.loop_data import load_table_of
-        from l2l_env.objects import object_vocabulary
+        from l2l_env.objects import config_vocabulary
 
         table = load_table_of(config, "train") if table is None else table
-        vocabulary = object_vocabulary(table, attributes)
-        classes = [len(v) for v in vocabulary.values()]
+        classes = [len(v) for v in config_vocabulary(config, table).values()]
         given = overrides.get("object_classes")
         if given and [int(k) for k in given] != classes:
             raise ValueError(f"segmenter.object_classes={list(given)} does not match "
@@ -116,11 +115,11 @@ def read_warm_start(segmenter: Any, file: Path) -> bool:
     return True
 
 
-def prepare_parts(config: Any, segmenter: Any) -> LoopData:
-    """The banks of an env config for ``segmenter``; then the checkpoint is loaded into it and the
-    burn-in run when the config asks for them (read from / written to ``warmup_cache`` when set,
-    the same cache ``l2l-run`` uses)."""
-    data = load_loop_data(config, int(segmenter.config.image_size),
+def prepare_parts(config: Any, segmenter: Any, table: Any = None) -> LoopData:
+    """The banks of an env config for ``segmenter`` (``table``: the train table, when already
+    loaded); then the checkpoint is loaded into it and the burn-in run when the config asks for
+    them (read from / written to ``warmup_cache`` when set, the same cache ``l2l-run`` uses)."""
+    data = load_loop_data(config, int(segmenter.config.image_size), table=table,
                           distractors=segmenter.config.prior_swap > 0)
     if config.checkpoint:
         load_weights(segmenter, config.checkpoint)

@@ -16,7 +16,7 @@ import numpy as np
 
 from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, train_image_store
 from l2l_env.data import LabelSplit, RefSplit, label_split, load_table
-from l2l_env.objects import object_vocabulary
+from l2l_env.objects import config_vocabulary
 
 
 def data_root(config: Any) -> str | None:
@@ -95,8 +95,7 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
         raise ValueError(f"label_ratio={cfg.label_ratio} leaves no unlabeled train images")
     S, G = image_size, cfg.grid_size
     images = train_image_store(table, S, cfg.cache_dir)  # one store: both banks read from it
-    attributes = cfg.resolved_object_attributes()  # vocabulary of the whole table: stable classes
-    vocabulary = object_vocabulary(table, attributes) if attributes else None
+    vocabulary = config_vocabulary(cfg, table)  # of the whole table: stable classes
     labeled = build_bank(table.subset(split.labeled), priors, S, G, proposal=cfg.proposal,
                          distractors=load_train_mistakes(cfg, table) if distractors else None,
                          images=images, objects=vocabulary)

@@ -48,6 +48,13 @@ def object_vocabulary(table: Any, attributes: Sequence[str]) -> dict[str, list[s
     return {a: sorted(v) for a, v in values.items()}
 
 
+def config_vocabulary(config: Any, table: Any) -> dict[str, list[str]] | None:
+    """The object vocabulary of a data config's resolved ``object_attributes`` in the train
+    ``table`` (:func:`object_vocabulary`); None when the config names none."""
+    attributes = config.resolved_object_attributes()
+    return object_vocabulary(table, attributes) if attributes else None
+
+
 class ObjectRows(RowSource):
     """Row ``r`` is (len(vocabulary), size, size) int8: for each attribute, the class of the
     object under each pixel (1 + the value's index in ``vocabulary[attribute]``; 0 background),

@@ -34,8 +34,9 @@ class SegmenterConfig:
     other position with its coordinates), on a grid pooled to ``reason_stride`` (4 or 8): the
     comparisons between objects behind "second from the left", "above the blue star" and "the
     largest", which convolutions see only locally (SynthRef, text only, 900 steps: val mIoU
-    0.465 without, 0.723 with them; ``benchmarks/grounding_curves_reasoning.md``). ``text_head`` adds the
-    phrase's own 1x1 kernel over the stride-4 decoder features to the logits;
+    0.465 without, 0.723 with them; ``benchmarks/grounding_curves_reasoning.md``).
+    ``text_head`` adds the phrase's own 1x1 kernel over the stride-4 decoder features to the
+    logits;
     ``spatial_context`` (maps per guided stage, 0 = off) gives every pixel what the
     phrase-matched maps hold to its left, right, above and below. ``object_classes`` (one class
     count per head) adds per-pixel classifiers of every object's attributes, trained with weight

@@ -15,3 +15,19 @@ def tiny_env_kwargs(cache_dir, **overrides) -> dict:
                   episode_steps=24, probe_size=4, segmenter=dict(TINY_SEGMENTER))
     kwargs.update(overrides)
     return kwargs
+
+
+def record_training(segmenter, keep) -> list:
+    """Replace ``segmenter.train_step`` by one that appends ``keep(**batch)`` for every batch
+    (``images``, ``priors``, ``phrases``, ``targets``, ``weights`` and any extra keyword such as
+    ``objects``) to the returned list, then trains on it as usual."""
+    seen: list = []
+    real = segmenter.train_step
+
+    def spy(images, priors, phrases, targets, weights=None, **extra):
+        seen.append(keep(images=images, priors=priors, phrases=phrases, targets=targets,
+                         weights=weights, **extra))
+        return real(images, priors, phrases, targets, weights, **extra)
+
+    segmenter.train_step = spy
+    return seen

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import l2l_env
-from env_fixtures import tiny_env_kwargs
+from env_fixtures import record_training, tiny_env_kwargs
 from l2l_env import schema
 from l2l_env.config import make_config
 from l2l_env.env import PseudoLabelEnv
@@ -77,14 +77,8 @@ def test_loop_data_shard_is_a_disjoint_cover_of_the_pool(parts):
 def test_self_trainer_trains_on_exactly_the_pending_labels(parts):
     cfg, _, data = parts
     seg = build_segmenter(cfg)
-    seen = []
-    real = seg.train_step
-
-    def spy(images, priors, phrases, targets, weights, **extra):
-        seen.append((list(phrases), targets.copy(), weights.copy()))
-        return real(images, priors, phrases, targets, weights, **extra)
-
-    seg.train_step = spy
+    seen = record_training(seg, lambda phrases, targets, weights, **_: (
+        list(phrases), targets.copy(), weights.copy()))
     trainer = SelfTrainer(seg, data.labeled, data.probe, data.unlabeled, update_steps=2,
                           labeled_batch=3, pseudo_weight=0.5)
     S = int(seg.config.image_size)
@@ -159,10 +153,7 @@ def test_distractor_priors_point_at_another_object_and_training_sees_them(l2l_ca
     inside = (distractors * masks).sum((1, 2)) / distractors.sum((1, 2))
     own = (priors * masks).sum((1, 2)) / priors.sum((1, 2))
     assert np.median(inside) < 0.3 < np.median(own)  # mostly off the referent, unlike its prior
-    seen = []
-    real = seg.train_step
-    seg.train_step = lambda images, priors, *rest, **extra: \
-        seen.append(priors.copy()) or real(images, priors, *rest, **extra)
+    seen = record_training(seg, lambda priors, **_: priors.copy())
     trainer = SelfTrainer(seg, lab, data.probe, data.unlabeled, update_steps=1, labeled_batch=3,
                           pseudo_weight=1.0)
     trainer.update(np.random.default_rng(0))
@@ -224,14 +215,7 @@ def test_gym_make_warms_up_once_through_the_shared_warm_up_cache(l2l_cache, tmp_
 def test_pseudo_prior_dropout_trains_pseudo_labels_without_their_prior(parts):
     cfg, _, data = parts
     seg = build_segmenter(cfg)
-    seen = []
-    real = seg.train_step
-
-    def spy(images, priors, phrases, targets, weights, **extra):
-        seen.append(priors.copy())
-        return real(images, priors, phrases, targets, weights, **extra)
-
-    seg.train_step = spy
+    seen = record_training(seg, lambda priors, **_: priors.copy())
     S = int(seg.config.image_size)
     for chance in (1.0, 0.0):
         trainer = SelfTrainer(seg, data.labeled, data.probe, data.unlabeled, update_steps=1,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from env_fixtures import tiny_env_kwargs
+from env_fixtures import record_training, tiny_env_kwargs
 from l2l_env.bank import build_bank
 from l2l_env.config import make_config
 from l2l_env.data import RefSplit, load_table, synthref
@@ -93,14 +93,7 @@ def test_only_the_labeled_bank_carries_objects_and_updates_train_the_heads(l2l_c
     seg = build_segmenter(cfg)
     data = load_loop_data(cfg, int(seg.config.image_size))
     assert data.labeled.objects is not None and data.unlabeled.objects is None
-    seen = []
-    real = seg.train_step
-
-    def spy(images, priors, phrases, targets, weights, objects=None):
-        seen.append(objects.copy())
-        return real(images, priors, phrases, targets, weights, objects=objects)
-
-    seg.train_step = spy
+    seen = record_training(seg, lambda objects, **_: objects.copy())
     trainer = SelfTrainer(seg, data.labeled, data.probe, data.unlabeled, update_steps=1,
                           labeled_batch=3, pseudo_weight=1.0)
     S = int(seg.config.image_size)

@@ -98,6 +98,7 @@ def load_split(dataset: str, split: str, data_root: str | os.PathLike | None = N
 
 
 __all__ = [
-    "Box", "DATASETS", "OBJECT_ATTRIBUTES", "LabelSplit", "ObjectInfo", "RefRecord", "RefSplit", "RefTable",
+    "Box", "DATASETS", "OBJECT_ATTRIBUTES", "LabelSplit", "ObjectInfo", "RefRecord", "RefSplit",
+    "RefTable",
     "ReferringSample", "SPLITS", "check_options", "dataset_options", "label_split", "load_split", "load_table", "split_filename",
 ]
