@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import config as C
+from experiments import sweep
 
 SUPERVISED_ONLY = "none"
 FULLY_SUPERVISED = "supervised"
@@ -204,7 +205,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, sd
 
 
-def _label(agent: str) -> str:
+def agent_label(agent: str) -> str:
+    """The name of ``agent`` in tables and legends (oracles say they read ground truth)."""
     names = {SUPERVISED_ONLY: "supervised only (none)", FULLY_SUPERVISED: "fully supervised (100%)"}
     if agent.startswith("oracle"):
         return f"{agent} (oracle: reads ground truth, analysis only)"
@@ -235,11 +237,11 @@ def tables(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], spl
         head = "| agent | " + " | ".join(f"{C.percent(r)}% labels" for r in ratios) + " |"
         md += [f"### {metric}", "", head, "|---|" + "---:|" * len(ratios)]
         for a in order:
-            md.append(f"| {_label(a)} | " + " | ".join(_cell((cells.get((a, r)) or {}).get(metric), n)
+            md.append(f"| {agent_label(a)} | " + " | ".join(_cell((cells.get((a, r)) or {}).get(metric), n)
                                                       for r in ratios) + " |")
         if full:
             cells_full = " | ".join(_cell(full[metric], n) for _ in ratios)
-            md.append(f"| {_label(FULLY_SUPERVISED)} | {cells_full} |")
+            md.append(f"| {agent_label(FULLY_SUPERVISED)} | {cells_full} |")
         md.append("")
     if full and any((SUPERVISED_ONLY, r) in cells for r in ratios):
         md += ["### Gap closed (mIoU)", "",
@@ -292,12 +294,12 @@ def plot(cells: dict, agent_names: Sequence[str], ratios: Sequence[float], split
         if xs:
             style = {"linestyle": "--", "color": "grey"} if agent == SUPERVISED_ONLY else {}
             lw = 2.5 if agent == "l2l" else 1.3
-            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=_label(agent), linewidth=lw,
+            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=agent_label(agent), linewidth=lw,
                         **style)
     full = cells.get((FULLY_SUPERVISED, 1.0))
     if full:
         m, _ = mean_std(full["mIoU"])
-        ax.axhline(100 * m, color="black", linestyle=":", label=_label(FULLY_SUPERVISED))
+        ax.axhline(100 * m, color="black", linestyle=":", label=agent_label(FULLY_SUPERVISED))
     ax.set_xscale("log")
     ax.set_xticks([100 * r for r in ratios])
     ax.set_xticklabels([f"{C.percent(r)}%" for r in ratios])
@@ -357,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config of every run (shipped name or file)")
     p.add_argument("--agents", type=lambda t: _list(t, str),
                    help="comma-separated agents (default: every heuristic, sb3:ppo, l2l)")
-    p.add_argument("--ratios", type=lambda t: _list(t, float), default=list(DEFAULT_RATIOS))
+    p.add_argument("--ratios", type=lambda t: _list(t, float),
+                   help="comma-separated label ratios (default: 0.01,0.05,0.1; a sweep's: 0.01,0.05)")
     p.add_argument("--seeds", type=lambda t: _list(t, int), default=list(DEFAULT_SEEDS))
     p.add_argument("--jobs", type=int, default=1, help="parallel run processes")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores / jobs)")
@@ -370,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true",
                    help="run sequentially in this process (no start-up cost; for small runs)")
     p.add_argument("--table-only", action="store_true", help="only aggregate existing results")
+    p.add_argument("--sweep", choices=sweep.SWEEPS,
+                   help="prior: one ablation per simulated grounder, weak to perfect, and a table "
+                        "and plot against the grounder's Acc@0.5 (experiments/sweep.py)")
+    p.add_argument("--presets", type=lambda t: _list(t, str),
+                   help="the sweep's simulated grounders (default: "
+                        + ",".join(sweep.PRESETS_WEAK_TO_STRONG) + ")")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="plugin module with agents/rewards, imported by every run (repeatable)")
     return p
@@ -378,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``l2l-ablate``; returns 0 when every run succeeded."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)
+    if args.sweep:
+        return run_sweep(args, argv)
+    args.ratios = args.ratios or list(DEFAULT_RATIOS)
     out = Path(args.out)
     try:  # validate every distinct run config before starting anything
         from experiments import plugins
@@ -446,6 +459,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("l2l-ablate: failed runs: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def run_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--sweep``: every grounder's ablation through :func:`main`, then the sweep's outputs."""
+    drop = {"--sweep", "--presets", "--out", "--ratios", "--agents"}
+    base, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in drop:
+            skip = True
+        elif token.split("=", 1)[0] not in drop:
+            base.append(token)
+    base += ["--ratios", ",".join(map(repr, args.ratios or sweep.RATIOS)),
+             "--agents", ",".join(args.agents or sweep.AGENTS)]
+    try:
+        data_options = C.load_config(args.config, {}, list(args.overrides)).data_options
+        return sweep.run(args, base, main, data_options)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+        print(f"l2l-ablate: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ come from a generator seeded by ``(seed, ref_id, sent_id)``: deterministic per s
 
 Presets (Acc@0.5 on RefCOCO val / testA / testB, as published): ``qwen2.5-vl-7b`` 90.0 / 92.5 /
 85.4 (the default), ``florence-2-large`` zero-shot 56.3 / 61.6 / 51.4, ``kosmos-2`` zero-shot
-52.3 / 57.4 / 47.3, and ``perfect`` (the true box). ``train`` and any other split use val's.
+52.3 / 57.4 / 47.3, ``mid-75`` (75.0 / 78.5 / 70.0: not a published model but a grounder halfway
+between the zero-shot detectors and Qwen2.5-VL, for the prior-quality sweep), and ``perfect`` (the
+true box). ``train`` and any other split use val's.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ PRESETS: dict[str, SimPreset] = {
     "florence-2-large": SimPreset("florence-2-large", _acc(56.3, 61.6, 51.4), jitter=0.10,
                                   wrong_object=0.5, no_answer=0.05, score_correct=1.0,
                                   score_wrong=0.2, score_spread=1.0),
+    "mid-75": SimPreset("mid-75", _acc(75.0, 78.5, 70.0), jitter=0.08, wrong_object=0.6,
+                        no_answer=0.03, score_correct=1.4, score_wrong=0.35, score_spread=0.95),
     "kosmos-2": SimPreset("kosmos-2", _acc(52.3, 57.4, 47.3), jitter=0.11, wrong_object=0.5,
                           no_answer=0.05, score_correct=0.9, score_wrong=0.2, score_spread=1.0),
     # Only errors, distributed like a strong MLLM's: training priors that teach the segmenter when
