@@ -3,7 +3,7 @@ reduced-budget config ``experiments/configs/synthref_sweep.toml`` (300 warm-up s
 steps, 500 eval sentences per split), the agents ``none``, ``prior``, ``all``, ``agreement``,
 ``l2l`` and ``oracle-construct``, at 1% and 5% labels, for the simulated grounders kosmos-2,
 florence-2-large, mid-75, qwen2.5-vl-7b and perfect (seed 0), then seeds 1 and 2 at
-qwen2.5-vl-7b for the spread of every point once.
+qwen2.5-vl-7b and 5% labels for the spread of every point once.
 
     python benchmarks/run_sweep.py [--jobs 2] [--threads 1] [--out runs/sweep] [--no-spread]
 
@@ -23,6 +23,7 @@ from experiments import ablate
 
 SPREAD_PRESET = "qwen2.5-vl-7b"
 SPREAD_SEEDS = "0,1,2"
+SPREAD_RATIOS = "0.05"
 
 
 def main() -> int:
@@ -31,7 +32,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--no-spread", dest="spread", action="store_false",
-                   help=f"skip seeds {SPREAD_SEEDS} at {SPREAD_PRESET}")
+                   help=f"skip seeds {SPREAD_SEEDS} at {SPREAD_PRESET}, {SPREAD_RATIOS} labels")
     p.add_argument("--table-only", action="store_true", help="only aggregate the finished runs")
     args = p.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -41,7 +42,8 @@ def main() -> int:
         base.append("--table-only")
     code = ablate.main(base + ["--seeds", "0"])
     if args.spread and not args.table_only:
-        code = max(code, ablate.main(base + ["--seeds", SPREAD_SEEDS, "--presets", SPREAD_PRESET]))
+        code = max(code, ablate.main(base + ["--seeds", SPREAD_SEEDS, "--presets", SPREAD_PRESET,
+                                             "--ratios", SPREAD_RATIOS]))
         code = max(code, ablate.main(base + ["--seeds", "0", "--table-only"]))  # all grounders
     keep = Path(__file__).resolve().parent / "sweep"
     keep.mkdir(exist_ok=True)

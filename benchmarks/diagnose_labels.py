@@ -1,0 +1,163 @@
+"""Why does the constructed label fall below the teacher? Label-construction headroom at the end
+of a finished run (analysis only: every number here reads the unlabeled pool's ground truth).
+
+    python benchmarks/diagnose_labels.py RUN_DIR [RUN_DIR ...] [--samples 600] [--out FILE.json]
+
+For each run folder (an ``l2l-run`` output with ``segmenter.pt`` and ``config.json``) the final
+segmenter predicts the first ``--samples`` unlabeled loop samples (the loop's own data, priors and
+grid) and the script reports, as mean per-sample IoU with the ground truth (ignored pixels count
+as not foreground, as in the run's ``pl_iou_*`` curves):
+
+* the sources a constructor can copy: ``prior`` (the soft proposal > 0.5), ``teacher`` and
+  ``student`` (with the prior), ``teacher_text`` (the teacher given no prior: it reads only the
+  phrase), and per-pixel unions / intersections;
+* cell oracles on the run's action grid: ``oracle_construct`` (the agent of that name: the
+  teacher where its cell majority is right, else the prior where that is right, else ignore);
+  ``oracle_sources`` (per cell the source whose pixels match the truth best, among teacher,
+  teacher_text, prior, all-foreground, all-background: the best a per-cell choice of per-pixel
+  sources can do); ``oracle_sample`` (per sample the best whole source);
+* ``reward_optimum``: the label that maximises the ``heldout`` reward's cell scores
+  (:func:`l2l_env.labels.choice_scores`, default weights) given the truth, i.e. what a perfect
+  learner of the current reward would build; and the same scores with ``fg_weight = 1``,
+  ``wrong_cost = 1`` (an accuracy reward);
+* by whether the prior is right (box IoU >= 0.5 proxy: the proposal's IoU with the mask >= 0.3)
+  or wrong, since the teacher copies a wrong prior.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2l_env import labels as L
+from l2l_env.config import make_config
+from l2l_env.loop_data import load_loop_data
+from segmenter import Segmenter
+
+
+def iou(a: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-sample IoU of ``(N, S, S)`` boolean masks (1 where both are empty)."""
+    inter = (a & gt).sum(axis=(1, 2))
+    union = (a | gt).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def cells(x: np.ndarray, grid: int) -> np.ndarray:
+    """``(N, S, S)`` -> ``(N, G, G)`` cell means."""
+    return L.cell_fraction(x.astype(np.float32), grid)
+
+
+def blocks(c: np.ndarray, scale: int) -> np.ndarray:
+    return L.upsample_cells(c, scale)
+
+
+def cell_oracle(sources: dict[str, np.ndarray], gt: np.ndarray, grid: int) -> np.ndarray:
+    """Per cell, the pixels of the source with the most right pixels in that cell."""
+    names = list(sources)
+    right = np.stack([cells(sources[n] == gt, grid) for n in names])  # (K, N, G, G)
+    best = right.argmax(0)
+    scale = gt.shape[-1] // grid
+    pick = blocks(best, scale)
+    out = np.zeros_like(gt)
+    for k, n in enumerate(names):
+        out |= (pick == k) & sources[n]
+    return out
+
+
+def reward_optimum(teacher: np.ndarray, gt: np.ndarray, grid: int, **weights: float) -> np.ndarray:
+    """The foreground of the label that maximises :func:`l2l_env.labels.choice_scores`."""
+    scale = gt.shape[-1] // grid
+    out = np.zeros_like(gt)
+    for i in range(len(gt)):
+        codes = L.choice_scores(teacher[i].astype(np.float32), gt[i], grid, **weights)
+        codes = codes.argmax(1).reshape(grid, grid)
+        lab = L.construct(codes.astype(np.int8), teacher[i].astype(np.float32))
+        out[i] = (lab.label > 0.5) & (lab.weight > 0.5)
+    del scale
+    return out
+
+
+def diagnose(run: Path, samples: int) -> dict[str, Any]:
+    cfg = json.loads((run / "config.json").read_text())
+    env_cfg = make_config(cfg["resolved"]["env"])
+    seg = Segmenter.load(run / "segmenter.pt")
+    data = load_loop_data(env_cfg, seg.config.image_size)
+    bank, grid = data.unlabeled, env_cfg.grid_size
+    rows = np.arange(min(samples, len(bank)))
+    images, priors = bank.images[rows], bank.priors[rows]
+    phrases = [bank.phrases[r] for r in rows]
+    gt = np.stack([data.vault.mask(int(r)) for r in rows]).astype(bool)
+    teacher = seg.predict(images, priors, phrases, teacher=True) > 0.5
+    student = seg.predict(images, priors, phrases) > 0.5
+    text = seg.predict(images, None, phrases, teacher=True) > 0.5
+    prior = priors > 0.5
+    ones, zeros = np.ones_like(gt), np.zeros_like(gt)
+    prior_right = iou(prior, gt) >= 0.3
+    scale = gt.shape[-1] // grid
+    # oracle-construct, as agents.heuristics.OracleConstructAgent builds it
+    maj = cells(gt, grid) > 0.5
+    t_ok = (cells(teacher, grid) > 0.5) == maj
+    p_ok = (cells(prior, grid) > 0.5) == maj
+    t_up, p_up = blocks(t_ok, scale), blocks(p_ok & ~t_ok, scale)
+    p_fg = blocks(cells(prior, grid) > 0.5, scale)
+    oracle_construct = (t_up & teacher) | (p_up & p_fg)
+    srcs = {"teacher": teacher, "teacher_text": text, "prior": prior, "fg": ones, "bg": zeros}
+    candidates = {
+        "prior": prior, "teacher": teacher, "student": student, "teacher_text": text,
+        "teacher_or_text": teacher | text, "teacher_and_prior": teacher & prior,
+        "oracle_construct": oracle_construct,
+        "oracle_sources": cell_oracle(srcs, gt, grid),
+        "oracle_sources_no_text": cell_oracle({k: v for k, v in srcs.items()
+                                               if k != "teacher_text"}, gt, grid),
+        "reward_optimum": reward_optimum(teacher, gt, grid),
+        "reward_optimum_accuracy": reward_optimum(teacher, gt, grid, fg_weight=1.0,
+                                                  wrong_cost=1.0),
+    }
+    per = {k: iou(v, gt) for k, v in candidates.items()}
+    whole = np.stack([per[k] for k in ("prior", "teacher", "teacher_text")])
+    per["oracle_sample"] = whole.max(0)
+    out: dict[str, Any] = {"run": str(run), "samples": int(len(rows)), "grid": grid,
+                           "image_size": int(gt.shape[-1]),
+                           "prior_right_share": float(prior_right.mean())}
+    for name, values in per.items():
+        out[name] = {"all": float(values.mean()),
+                     "prior_right": float(values[prior_right].mean()) if prior_right.any() else None,
+                     "prior_wrong": float(values[~prior_right].mean()) if (~prior_right).any()
+                     else None}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--samples", type=int, default=600)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    results = []
+    for run in args.runs:
+        if not (run / "segmenter.pt").is_file() or not (run / "config.json").is_file():
+            print(f"{run}: no segmenter.pt / config.json (not a finished l2l-run folder)",
+                  file=sys.stderr)
+            return 2
+        res = diagnose(run, args.samples)
+        results.append(res)
+        print(f"\n{run} ({res['samples']} unlabeled samples, grid {res['grid']}, "
+              f"{res['image_size']} px, prior right {100 * res['prior_right_share']:.0f}%)")
+        print(f"{'label':<26}{'all':>8}{'prior right':>13}{'prior wrong':>13}")
+        for name, v in res.items():
+            if isinstance(v, dict):
+                cells_ = [v["all"], v["prior_right"], v["prior_wrong"]]
+                print(f"{name:<26}" + "".join(f"{100 * x:>13.1f}" if x is not None else f"{'-':>13}"
+                                              for x in cells_))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
