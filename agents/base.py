@@ -103,7 +103,7 @@ class Agent(abc.ABC):
         supported = cls.supported_action_spaces(name)
         if not isinstance(action_space, supported):
             raise ValueError(f"agent {name!r} acts in {space_names(supported)} action spaces only, "
-                             f"not in the env's {action_space}{_form_note(action_space)}")
+                             f"not in the env's {_describe(action_space)}")
         form, env_form = options.get("action_form"), action_form(action_space)
         if form is not None and env_form is not None and form != env_form:
             raise ValueError(f"agent {name!r} was given action_form={form!r}, but the env's action "
@@ -241,9 +241,11 @@ def space_names(types: tuple[type[spaces.Space], ...]) -> str:
     return "/".join(t.__name__ for t in types)
 
 
-def _form_note(space: spaces.Space) -> str:
+def _describe(space: spaces.Space) -> str:
+    """``"MultiDiscrete (env action='construct')"``: a space by its type and form, for messages
+    (its repr lists every cell)."""
     form = action_form(space)
-    return f" (env action={form!r})" if form is not None else ""
+    return type(space).__name__ + (f" (env action={form!r})" if form is not None else "")
 
 
 def available() -> list[str]:

@@ -192,7 +192,9 @@ class SB3Agent(Agent):
     # ------------------------------------------------------------------ what it runs on
     @classmethod
     def supported_action_spaces(cls, name: str) -> tuple[type[spaces.Space], ...]:
-        return algorithm_action_spaces(_algorithm(name.split(":", 1)[1])[1])
+        """The env's action forms that the algorithm acts in (its actions are the env's)."""
+        found = algorithm_action_spaces(_algorithm(name.split(":", 1)[1])[1])
+        return tuple(t for t in ENV_SPACES if t in found)
 
     @classmethod
     def check_options(cls, name: str, options: dict[str, Any]) -> None:
