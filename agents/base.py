@@ -54,7 +54,8 @@ class Agent(abc.ABC):
     :cvar needs_truth: an analysis-only oracle that reads the env's ground-truth observation
         (``oracle_obs=True``); experiments turn it on for such agents and flag their results.
     :cvar action_spaces: the action-space types the agent acts in; the env's ``construct`` form is
-        ``MultiDiscrete``, its ``select`` form ``MultiBinary`` (:func:`l2l_env.labels.action_space`).
+        ``MultiDiscrete``, its ``select`` form ``MultiBinary``
+        (:func:`l2l_env.labels.action_space`).
     """
 
     name: ClassVar[str] = ""
@@ -66,8 +67,9 @@ class Agent(abc.ABC):
 
     @abc.abstractmethod
     def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:
-        """The selection for ``obs``: ``(G*G,)`` int8 of 0/1 for a single observation, ``(B, G*G)``
-        for a batched one (leading batch dim, as from a vector env)."""
+        """The env's action for ``obs``, int8: ``(G*G,)`` for a single observation, ``(B, G*G)``
+        for a batched one (leading batch dim, as from a vector env); choice codes under the
+        ``construct`` form, 0/1 under ``select``."""
 
     def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
               writer: Any | None = None) -> dict[str, Any]:

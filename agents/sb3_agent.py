@@ -164,7 +164,7 @@ class _HistoryCallback(BaseCallback):
 class SB3Agent(Agent):
     """A Stable-Baselines3 algorithm on the env's Dict observation and its action, either form.
 
-    :param algo: SB3 algorithm name, lower case (``ppo``, ``a2c``; see :func:`supported_algorithms`).
+    :param algo: SB3 algorithm name, lower case (``ppo``, ``a2c``: :func:`supported_algorithms`).
     :param features_dim: size of :class:`MapFeaturesExtractor`'s output.
     :param policy_kwargs: extra SB3 ``policy_kwargs`` (merged over the features extractor's).
     :param seed: SB3 seed. :param device: torch device (``"cpu"``, ``"cuda"``, ``"auto"``).
@@ -250,7 +250,8 @@ class SB3Agent(Agent):
 
     def _new_model(self, venv: VecEnv) -> BaseAlgorithm:
         pk = {"features_extractor_class": MapFeaturesExtractor,
-              "features_extractor_kwargs": {"features_dim": self.features_dim}, **self.policy_kwargs}
+              "features_extractor_kwargs": {"features_dim": self.features_dim},
+              **self.policy_kwargs}
         return self.algo_cls("MultiInputPolicy", venv, policy_kwargs=pk, seed=self.seed,
                              device=self.device, verbose=self.verbose, **self.algo_kwargs)
 
