@@ -13,6 +13,11 @@ A name ending in ``":"`` registers a *family*: ``register("sb3:", variant_arg="a
 
 Saved agents are directories holding ``agent.json`` (``{"name": ..., ...}``) plus whatever the
 agent needs; :func:`load` reads the name and dispatches to the registered class.
+
+What an agent can run on is declared on its class (:attr:`Agent.action_spaces`, or
+:meth:`Agent.supported_action_spaces` for a family whose members differ), so a run refuses an
+agent that cannot act in its env, or options it does not take, from the config alone
+(:meth:`Agent.check_action_space`, :meth:`Agent.check_options`), before any data is loaded.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+from gymnasium import spaces
 
 from agents.obs import Obs
+from l2l_env.labels import action_form
 
 MANIFEST = "agent.json"
 """The file in a saved agent's directory that names the agent."""
@@ -46,17 +53,23 @@ class Agent(abc.ABC):
         (``"prior"`` for the prior baseline), or ``None`` for the env's default. Experiments read it.
     :cvar needs_truth: an analysis-only oracle that reads the env's ground-truth observation
         (``oracle_obs=True``); experiments turn it on for such agents and flag their results.
+    :cvar action_spaces: the action-space types the agent acts in; the env's ``construct`` form is
+        ``MultiDiscrete``, its ``select`` form ``MultiBinary``
+        (:func:`l2l_env.labels.action_space`).
     """
 
     name: ClassVar[str] = ""
     is_learner: ClassVar[bool] = False
     preferred_label_source: ClassVar[str | None] = None
     needs_truth: ClassVar[bool] = False
+    action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.MultiDiscrete,
+                                                              spaces.MultiBinary)
 
     @abc.abstractmethod
     def act(self, obs: Obs, deterministic: bool = True) -> np.ndarray:
-        """The selection for ``obs``: ``(G*G,)`` int8 of 0/1 for a single observation, ``(B, G*G)``
-        for a batched one (leading batch dim, as from a vector env)."""
+        """The env's action for ``obs``, int8: ``(G*G,)`` for a single observation, ``(B, G*G)``
+        for a batched one (leading batch dim, as from a vector env); choice codes under the
+        ``construct`` form, 0/1 under ``select``."""
 
     def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
               writer: Any | None = None) -> dict[str, Any]:
@@ -76,6 +89,34 @@ class Agent(abc.ABC):
         params = inspect.signature(cls.__init__).parameters
         return {n for n, p in params.items() if n != "self"
                 and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+
+    @classmethod
+    def supported_action_spaces(cls, name: str) -> tuple[type[spaces.Space], ...]:
+        """The action-space types agent ``name`` (a registry name of this class) acts in:
+        :attr:`action_spaces` unless a family's members differ."""
+        return cls.action_spaces
+
+    @classmethod
+    def check_action_space(cls, name: str, options: dict[str, Any],
+                           action_space: spaces.Space) -> None:
+        """Raise ``ValueError`` when agent ``name`` with ``options`` cannot act in
+        ``action_space``: a space type outside :meth:`supported_action_spaces`, or an
+        ``action_form`` option other than the space's form."""
+        supported = cls.supported_action_spaces(name)
+        if not isinstance(action_space, supported):
+            raise ValueError(f"agent {name!r} acts in {space_names(supported)} action spaces only, "
+                             f"not in the env's {_describe(action_space)}")
+        form, env_form = options.get("action_form"), action_form(action_space)
+        if form is not None and env_form is not None and form != env_form:
+            raise ValueError(f"agent {name!r} was given action_form={form!r}, but the env's action "
+                             f"form is {env_form!r}: drop the option or set env action={form!r}")
+
+    @classmethod
+    def check_options(cls, name: str, options: dict[str, Any]) -> None:
+        """Raise ``TypeError``/``ValueError`` naming the option at fault when agent ``name`` does
+        not take ``options``. The default builds the agent (cheap when it builds its networks on
+        first use); agents override it to check without building."""
+        make(name, **options)
 
     @classmethod
     def run_defaults(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +236,18 @@ def make(name: str, **kwargs: Any) -> Agent:
                             "do not pass it as a keyword too")
         kwargs[entry.variant_arg] = variant
     return entry.cls(**kwargs)
+
+
+def space_names(types: tuple[type[spaces.Space], ...]) -> str:
+    """``"MultiDiscrete/MultiBinary"``: the names of some space types, for messages."""
+    return "/".join(t.__name__ for t in types)
+
+
+def _describe(space: spaces.Space) -> str:
+    """``"MultiDiscrete (env action='construct')"``: a space by its type and form, for messages
+    (its repr lists every cell)."""
+    form = action_form(space)
+    return type(space).__name__ + (f" (env action={form!r})" if form is not None else "")
 
 
 def available() -> list[str]:

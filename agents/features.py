@@ -3,8 +3,9 @@
 The spatial keys (``prior``, ``student``, ``teacher``, ``uncertainty``, optional ``image``) are
 stacked as channels and read by a small CNN; the vector keys (``text``, ``no_prior``,
 ``progress``) go through an MLP; the two feature vectors are concatenated and projected to
-``features_dim``. SB3's policy then maps this global vector to a flat ``MultiBinary(G*G)`` head:
-that is the nature of the SB3 baseline (the ``l2l`` selector is fully convolutional instead).
+``features_dim``. SB3's policy then maps this global vector to a flat per-cell head (4 choices per
+cell under ``construct``, 2 under ``select``): that is the nature of the SB3 baseline (the ``l2l``
+constructor is fully convolutional instead).
 """
 
 from __future__ import annotations

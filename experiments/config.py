@@ -21,11 +21,17 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gymnasium import spaces
 
 from l2l_env.cli_utils import parse_value
-from l2l_env.config import DataSettings
+from l2l_env.config import DataSettings, EnvConfig
+from l2l_env.labels import action_space
 from segmenter.typed import describe_type, fits
+
+if TYPE_CHECKING:
+    from agents import Agent
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 """Where the shipped configs live (``--config NAME`` finds ``NAME.toml`` here)."""
@@ -333,7 +339,6 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     if "device" in accepted:
         kwargs.setdefault("device", cfg.device)
     if "action_form" in accepted:  # the agent speaks the env's action form
-        from l2l_env.config import EnvConfig
         kwargs.setdefault("action_form", cfg.env.get("action", EnvConfig.action))
     for key, value in cls.run_defaults(cfg.agent, kwargs).items():
         kwargs.setdefault(key, value)
@@ -380,7 +385,6 @@ def segmenter_kwargs(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _update_interval(cfg: RunConfig) -> int:
-    from l2l_env.config import EnvConfig
     return int(cfg.env.get("update_interval", EnvConfig.update_interval))
 
 
@@ -409,7 +413,6 @@ def loop_total(cfg: RunConfig) -> int:
 def supervised_steps(cfg: RunConfig) -> int:
     """Optimiser steps of the fully supervised run: the warm-up plus as many steps as the loop's
     segmenter updates take in a semi-supervised run of the same config."""
-    from l2l_env.config import EnvConfig
 
     upd = int(cfg.env.get("update_steps", EnvConfig.update_steps))
     return cfg.warmup_steps + math.ceil(cfg.loop_steps / max(1, _update_interval(cfg))) * upd
@@ -454,26 +457,19 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
         raise ValueError(f"config key 'eval_splits' has {bad_splits}; {cfg.dataset} evaluation splits "
                          f"are {[s for s in SPLITS[cfg.dataset] if s != 'train']}")
     try:
-        agents.agent_class(cfg.agent)
+        agent_cls = agents.agent_class(cfg.agent)
     except KeyError as err:
         raise ValueError(f"config key 'agent'={cfg.agent!r}: {err.args[0]}") from None
-    probe_kwargs = agent_kwargs(cfg)
-    if str(probe_kwargs.get("device", "cpu")).startswith("cuda"):
-        probe_kwargs["device"] = "cpu"  # checks the options; the device is checked with the paths
-    try:
-        agent = agents.make(cfg.agent, **probe_kwargs)
-    except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(f"config key 'agent_options' for agent {cfg.agent!r}: {err}") from None
-    label_source = getattr(agent, "preferred_label_source", None)
     provider, prior_opts = parse_prior(cfg.prior, cfg.prior_options)
     try:
         seg_cfg = SegmenterConfig.from_dict(segmenter_kwargs(cfg))
     except (TypeError, ValueError) as err:
         raise ValueError(f"config key 'segmenter': {err}") from None
     try:
-        env_cfg = make_config(env_kwargs(cfg, label_source))
+        env_cfg = make_config(env_kwargs(cfg, agent_cls.preferred_label_source))
     except (TypeError, ValueError) as err:
         raise ValueError(f"config key 'env': {err}") from None
+    check_agent(cfg, agent_cls, action_space(env_cfg.action, env_cfg.grid_size))
     if seg_cfg.image_size % env_cfg.grid_size:
         raise ValueError(f"env.grid_size={env_cfg.grid_size} must divide segmenter.image_size="
                          f"{seg_cfg.image_size}")
@@ -491,6 +487,28 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
         "label_source": env_cfg.label_source,
         "out": cfg.out or default_out(cfg),
     }
+
+
+def check_agent(cfg: RunConfig, agent_cls: type[Agent], space: spaces.Space) -> None:
+    """Refuse, from the config alone, an agent that cannot act in the env's action ``space`` or
+    options it does not take (the agent's class says which: :meth:`Agent.check_action_space`,
+    :meth:`Agent.check_options`)."""
+    kwargs = agent_kwargs(cfg)
+    if str(kwargs.get("device", "cpu")).startswith("cuda"):
+        kwargs["device"] = "cpu"  # checks the options; the device is checked with the paths
+    try:
+        agent_cls.check_action_space(cfg.agent, kwargs, space)
+    except KeyError as err:
+        raise ValueError(f"config key 'agent'={cfg.agent!r}: {err.args[0]}") from None
+    except ValueError as err:
+        form = cfg.env.get("action", EnvConfig.action)
+        raise ValueError(f"config key 'agent'={cfg.agent!r} cannot run on env.action={form!r}: "
+                         f"{err.args[0]}") from None
+    try:
+        agent_cls.check_options(cfg.agent, kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"config key 'agent_options' for agent {cfg.agent!r}: "
+                         f"{err.args[0] if err.args else err}") from None
 
 
 def missing_paths(cfg: RunConfig, provider: str, prior_opts: dict[str, Any], seg_cfg: Any

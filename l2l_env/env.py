@@ -128,8 +128,7 @@ class PseudoLabelEnv(gym.Env):
         if cfg.oracle_obs:
             obs_spaces[schema.TRUTH_KEY] = grid_map
         self.observation_space = spaces.Dict(obs_spaces)
-        self.action_space = (spaces.MultiDiscrete(np.full(G * G, len(L.CHOICES), dtype=np.int64))
-                             if cfg.action == "construct" else spaces.MultiBinary(G * G))
+        self.action_space = L.action_space(cfg.action, G)
         self._last_selection: np.ndarray | None = None
         self._eval_splits: dict[str, Any] = {}
         self.last_construction: dict[str, Any] | None = None

@@ -19,11 +19,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gymnasium import spaces
 
 CHOICES: tuple[str, ...] = ("ignore", "background", "foreground", "teacher")
 """The per-cell choices of the ``construct`` action, by code."""
 IGNORE, BACKGROUND, FOREGROUND, TEACHER = range(len(CHOICES))
 ACTION_FORMS = ("construct", "select")
+
+
+def action_space(form: str, grid: int) -> spaces.MultiDiscrete | spaces.MultiBinary:
+    """The env's action space of action form ``form`` on a ``grid x grid`` grid: what an agent
+    must act in, known from the config alone (no env needed)."""
+    if form == "construct":
+        return spaces.MultiDiscrete(np.full(grid * grid, len(CHOICES), dtype=np.int64))
+    if form == "select":
+        return spaces.MultiBinary(grid * grid)
+    raise ValueError(f"action form {form!r} is unknown; expected one of {ACTION_FORMS}")
+
+
+def action_form(space: spaces.Space) -> str | None:
+    """The action form whose space ``space`` is (the inverse of :func:`action_space`), or
+    ``None`` for another space (e.g. a wrapper's)."""
+    if isinstance(space, spaces.MultiDiscrete) and np.all(space.nvec == len(CHOICES)):
+        return "construct"
+    if isinstance(space, spaces.MultiBinary):
+        return "select"
+    return None
 
 
 def upsample_cells(cells: np.ndarray, scale: int) -> np.ndarray:

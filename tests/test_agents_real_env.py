@@ -1,5 +1,6 @@
-"""Every registered agent on the real ``l2l/PseudoLabel-v0`` env at a tiny size, in both action
-forms; the l2l constructor learning from the env's held-out scores."""
+"""Every registered agent (each SB3 algorithm that acts in the env among them) on the real
+``l2l/PseudoLabel-v0`` env at a tiny size, in both action forms; the l2l constructor learning from
+the env's held-out scores."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 import agents
 import l2l_env
+from agents.sb3_agent import supported_algorithms
 from env_fixtures import tiny_env_kwargs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,10 +19,10 @@ SMALL_L2L = dict(hidden=8, dilations=(1, 2))
 
 
 def registered_agents() -> list[str]:
-    """Every name of ``agents.available()``; of the ``sb3:`` family only ``sb3:ppo`` (the others
-    are covered on the fake env in test_agents_sb3.py)."""
+    """Every name of ``agents.available()``, the ``sb3:`` family as each algorithm that acts in
+    the env (``sb3:a2c``, ``sb3:ppo``)."""
     names = [n for n in agents.available() if not n.endswith(":<variant>")]
-    return names + ["sb3:ppo"]
+    return names + supported_algorithms()
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +43,12 @@ def env(envs):
 
 def _make(name: str, form: str) -> agents.Agent:
     if name.startswith("sb3:"):
-        return agents.make(name, n_steps=8, batch_size=8, n_epochs=1, features_dim=16)
+        ppo = dict(batch_size=8, n_epochs=1) if name == "sb3:ppo" else {}
+        return agents.make(name, n_steps=8, features_dim=16, **ppo)
     if name == "l2l":
         select = {"explore": True, "pg_coef": 1.0} if form == "select" else {}
-        return agents.make(name, action_form=form, **select, **SMALL_L2L)
+        return agents.make(name, action_form=form, n_steps=8, minibatch_size=8, n_epochs=1,
+                           **select, **SMALL_L2L)
     return agents.make(name, action_form=form)
 
 
@@ -54,12 +58,9 @@ def test_every_agent_acts_on_the_real_env_of_its_form(envs, name, form):
     cls = agents.agent_class(name)
     env = envs[(form, cls.needs_truth)]
     agent = _make(name, form)
-    if name.startswith("sb3:"):
-        if form == "construct":      # SB3 agents speak the selection form only
-            with pytest.raises(ValueError, match="MultiBinary"):
-                agent.learn(env, total_steps=8)
-            return
-        agent.learn(env, total_steps=8)
+    if agent.is_learner:             # a few steps of learning in this form, then act in it
+        out = agent.learn(env, total_steps=8)
+        assert out["updates"] == 1, out
     obs, _ = env.reset(seed=0)
     for _ in range(3):
         action = agent.act(obs)
@@ -131,9 +132,10 @@ def test_l2l_ppo_selection_learns_on_the_real_env(envs):
         agent.learn(envs[("construct", False)], total_steps=8)
 
 
-def test_sb3_ppo_learns_on_the_real_env(envs, tmp_path):
-    env = envs[("select", False)]
-    agent = agents.make("sb3:ppo", n_steps=8, batch_size=8, n_epochs=1, features_dim=16)
+@pytest.mark.parametrize("form", FORMS)
+def test_sb3_ppo_learns_on_the_real_env(envs, tmp_path, form):
+    env = envs[(form, False)]
+    agent = _make("sb3:ppo", form)
     agent.learn(env, total_steps=16)
     assert len(agent.history) == 2 and np.isfinite(agent.history[-1]["mean_reward"])
     obs, _ = env.reset()

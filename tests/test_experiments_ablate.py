@@ -34,21 +34,22 @@ def test_tables_give_mean_std_and_gap_closed():
 @pytest.mark.slow
 def test_tiny_ablation_writes_table_csv_and_plot(l2l_cache, tmp_path):
     out = tmp_path / "abl"
-    argv = ["--config", "smoke", "--agents", "threshold", "--ratios", "0.2", "--seeds", "0",
+    argv = ["--config", "smoke", "--agents", "threshold,sb3:ppo", "--ratios", "0.2", "--seeds", "0",
             "--out", str(out), "--in-process", "--threads", "1", f"cache_dir=\"{l2l_cache}\"", "warmup_steps=4",
             "checkpoint_every=4", "loop_steps=16", "chunk_steps=16", "eval_every=0", "log_images=0",
-            "eval_splits=[\"val\"]"]
+            "eval_splits=[\"val\"]", "agent_options.sb3:ppo.n_steps=16"]
     assert ablate.main(argv) == 0
     md = (out / "table.md").read_text()
-    for row in ("supervised only (none)", "| threshold |", "fully supervised (100%)"):
+    for row in ("supervised only (none)", "| threshold |", "| sb3:ppo |",
+                "fully supervised (100%)"):
         assert row in md
     with open(out / "table.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["agent"] for r in rows} == {"none", "threshold", "supervised"}
+    assert {r["agent"] for r in rows} == {"none", "threshold", "sb3:ppo", "supervised"}
     assert all(r["split"] == "val" for r in rows)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((out / "ablation.json").read_text())["runs"]
-    assert len(runs) == 3 and all(r["ok"] and not r["skipped"] for r in runs)
+    assert len(runs) == 4 and all(r["ok"] and not r["skipped"] for r in runs)
     # the runs at one ratio and seed share one warm-up (the first trains it, the others load it)
     shared = json.loads((out / "runs" / "threshold-20pct-s0" / "results.json").read_text())
     assert "warmup_from_cache" in shared["data"]

@@ -61,6 +61,12 @@ class L2LAgent(Agent):
         return {f.name for f in dataclasses.fields(ppo.L2LConfig)} | {"config"}
 
     @classmethod
+    def check_options(cls, name: str, options: dict[str, Any]) -> None:
+        """The options make a valid :class:`~agents.l2l.ppo.L2LConfig` (no network is built)."""
+        rest = dict(options)
+        config_from(ppo.L2LConfig, rest.pop("config", None), rest, f"agent {name!r}")
+
+    @classmethod
     def rollout_length(cls, name: str, options: dict[str, Any]) -> int:
         return int(options.get("n_steps", ppo.L2LConfig.n_steps))
 
