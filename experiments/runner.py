@@ -18,6 +18,7 @@ exactly the steps the uninterrupted one takes.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import resource
@@ -39,6 +40,7 @@ from experiments.config import RunConfig, differences
 from experiments.logs import RunLogger, eval_panels, selection_panels, tb_dir
 from experiments.recorder import PseudoLabelStats, StepRecorder
 from experiments.report import METRIC_KEYS, write_json
+from segmenter.disk_cache import CacheFile
 from segmenter.files import sweep_temporaries
 
 KILL_ENV = "L2L_RUN_KILL_AT_STEP"
@@ -86,6 +88,8 @@ class Runner:
         """Every eval split, loaded once (:class:`l2l_env.evaluation.EvalSplit`)."""
         self.data_info: dict[str, Any] = {}
         self.train_data: Any = None
+        self.warm_cache: CacheFile | None = None
+        """The shared warm-up cache of this run (``warmup_cache``), keyed by its train data."""
         self.rollout_counters: dict[str, int] = {"env_steps": 0, "updates": 0}
         self.dist_info: dict[str, Any] | None = None
         self._prepared = False
@@ -212,6 +216,7 @@ class Runner:
             self.data_info[f"{split}_sentences"] = table.num_sentences()
             if split == "train":
                 self.train_data = (table, priors)
+                self.warm_cache = self.warmup_cache_file(table)
             else:  # loaded once: every evaluation of the run reads it
                 self.eval_data[split] = EvalSplit(split, samples, priors, env_cfg.proposal)
         self.phrases = sorted(phrases)
@@ -280,33 +285,35 @@ class Runner:
         are kept on disk, keyed by the encoder and the phrases, so later runs read them. (A run
         with more phrases than ``segmenter.text_cache_size`` reads them per batch from a packed
         store instead: :mod:`l2l_env.text_store`.)"""
-        import io
-
-        from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
+        from l2l_env.data.cache import cache_dir, config_key
+        from l2l_env.text_store import encoder_inputs
 
         seg = self.segmenter
         key = config_key({"encoder": seg.config.text_encoder, "max_tokens": seg.config.max_tokens,
                           "phrases": config_key(self.phrases, 32)})
-        file = cache_dir(cache_root) / "text" / f"features-{key}.pt"
-        if file.is_file():
+        cache = CacheFile(cache_dir(cache_root) / "text" / f"features-{key}.pt",
+                          encoder_inputs(seg.config.text_encoder, seg.config.max_tokens,
+                                         self.phrases), "text feature cache")
+        if cache.usable():
             try:
-                seg.text_encoder.add_cached(torch.load(file, map_location="cpu", weights_only=True))
-                self.data_info["text_features_from_cache"] = str(file)
+                seg.text_encoder.add_cached(torch.load(cache.path, map_location="cpu",
+                                                       weights_only=True))
+                self.data_info["text_features_from_cache"] = str(cache.path)
                 return
-            except (RuntimeError, EOFError, ValueError, OSError) as err:  # corrupt: rebuild it
-                print(f"warning: text feature cache {file} is unreadable ({err}); rebuilding it")
+            except Exception as err:  # a foreign file: rebuild it
+                cache.rejected(err)
         for start in range(0, len(self.phrases), TEXT_BATCH):
             seg.text_features(self.phrases[start:start + TEXT_BATCH])
         if self.ctx.is_main:
             features = seg.text_encoder.cached_features()
             buf = io.BytesIO()
             torch.save({p: features[p] for p in self.phrases if p in features}, buf)
-            atomic_write_bytes(file, buf.getvalue())
+            cache.write(buf.getvalue())
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:
         """Supervised steps on the labeled bank, in checkpointed pieces of ``checkpoint_every``."""
-        from l2l_env.factory import read_warm_start
+        from l2l_env.factory import read_warm_start, write_warm_start
         from segmenter import fit
 
         total = int(self.resolved["warmup_steps"])
@@ -317,9 +324,9 @@ class Runner:
         done = int(self.state.get("warmup_done", 0))
         if total == 0:
             return
-        cache = self.warmup_cache_file()
+        cache = self.warm_cache
         if cache is not None and done == 0 and read_warm_start(seg, cache):
-            self.data_info["warmup_from_cache"] = str(cache)
+            self.data_info["warmup_from_cache"] = str(cache.path)
             self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
             self.quick_eval(step=0, tag="warmup")
             return
@@ -348,16 +355,18 @@ class Runner:
         finally:
             bar.close()
         if cache is not None:
-            seg.save(cache)
+            write_warm_start(seg, cache)
         self.quick_eval(step=0, tag="warmup")
 
-    def warmup_cache_file(self) -> Path | None:
-        """Where the warmed-up segmenter of this config is shared (``warmup_cache``; single process)."""
+    def warmup_cache_file(self, table: Any) -> CacheFile | None:
+        """Where the warmed-up segmenter of this config and train ``table`` is shared
+        (``warmup_cache``; single process)."""
         if not self.cfg.warmup_cache or self.ctx.enabled:
             return None
         from experiments.config import warmup_key
+        from l2l_env.factory import warm_start_cache
 
-        return Path(self.cfg.warmup_cache) / f"warmup-{warmup_key(self.cfg, self.resolved)}.pt"
+        return warm_start_cache(self.cfg.warmup_cache, warmup_key(self.cfg, self.resolved), table)
 
     def install_start(self) -> None:
         """Make the warmed-up segmenter (its teacher a copy of the student) the env's start of run

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from l2l_env.packed import HEAD, read_header
+from segmenter.disk_cache import CacheFile, content_key, file_stats
 from segmenter.text import TextEncoder
 
 MAGIC = b"L2LTXT01"
@@ -114,21 +115,33 @@ def text_store_path(cache_root: str | os.PathLike | None, encoder: str, max_toke
     return cache_dir(cache_root) / "text" / f"store-{key}.f32"
 
 
+def encoder_inputs(encoder: str, max_tokens: int, phrases: Sequence[str]) -> str:
+    """The fingerprint of what text features are computed from: the encoder (with the sizes and
+    modification times of its files when it is a local folder), ``max_tokens`` and the phrases."""
+    files = file_stats([encoder]) if Path(encoder).is_dir() else []
+    return content_key({"encoder": encoder, "files": files, "max_tokens": int(max_tokens),
+                        "phrases": content_key(list(phrases))})
+
+
 def text_feature_store(encoder: TextEncoder, phrases: Sequence[str],
                        cache_root: str | os.PathLike | None = None,
                        device: torch.device | str = "cpu") -> TextFeatureStore:
-    """The store of ``phrases`` for ``encoder`` (a frozen one): opened when it exists, else
-    built (a corrupt or cut file is named and rebuilt)."""
+    """The store of ``phrases`` for ``encoder`` (a frozen one): opened when it exists and is
+    what its inputs and checksum say, else built (a stale, corrupt or cut file is named and
+    rebuilt)."""
     if not encoder.frozen:
         raise ValueError("a text feature store needs a frozen text encoder (freeze_text=true)")
     path = text_store_path(cache_root, encoder.name, encoder.max_tokens, phrases)
-    if path.is_file():
+    cache = CacheFile(path, encoder_inputs(encoder.name, encoder.max_tokens, phrases),
+                      "text feature store")
+    if cache.usable():
         try:
             return TextFeatureStore(path, phrases)
         except ValueError as err:
-            import sys
-            print(f"warning: {err}; rebuilding it", file=sys.stderr)
-    return write_text_store(path, encoder, phrases, device)
+            cache.rejected(err)
+    store = write_text_store(path, encoder, phrases, device)
+    cache.seal()
+    return store
 
 
 class StoredTextEncoder(TextEncoder):
