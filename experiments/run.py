@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments import config as C
+from experiments import outputs as O
 from experiments import plugins
 
 
@@ -106,14 +106,9 @@ def dry_run(cfg: C.RunConfig, resolved: dict[str, Any]) -> int:
 
 def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs: an existing run in ``out`` needs ``--resume`` or ``--overwrite``."""
-    markers = [out / "results.json", out / "checkpoint.pt"]
+    markers = [out / O.RESULTS, out / O.checkpoint_name(0)]
     if overwrite and out.exists():
-        for name in ("results.json", "checkpoint.pt", "config.json", "segmenter.pt"):
-            (out / name).unlink(missing_ok=True)
-        for name in ("ckpt", "agent", "tb"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for extra in out.glob("checkpoint.rank*.pt"):
-            extra.unlink()
+        O.remove_outputs(out)  # everything a run writes (experiments.outputs), nothing else
         return
     if not resume and any(m.exists() for m in markers):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it (or print "
@@ -159,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (FileExistsError, OutputBusy, OSError) as err:
                 print(f"l2l-run: error: {err}", file=sys.stderr)
                 return 2
-            if args.resume and not checkpoint_path(out).exists() and not (out / "results.json").exists():
+            if args.resume and not checkpoint_path(out).exists() and not (out / O.RESULTS).exists():
                 print(f"l2l-run: --resume: {out} holds no run yet; starting a fresh one", file=sys.stderr)
         D.barrier(ctx)
         config_dict = C.resolved_dict(cfg, resolved)

@@ -23,6 +23,7 @@ import json
 import os
 import resource
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments import distributed as D
+from experiments import outputs as O
 from experiments.checkpoint import (agent_root, checkpoint_path, load_checkpoint, prune_agents,
                                     rng_state, save_agent, save_agent_dir, save_checkpoint,
                                     set_rng_state)
@@ -46,6 +48,16 @@ from segmenter.files import sweep_temporaries
 KILL_ENV = "L2L_RUN_KILL_AT_STEP"
 """Testing hook: SIGKILL this process when the loop reaches this many env steps (mid-chunk)."""
 TEXT_BATCH = 1024
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """The results of a finished run, or ``None`` when ``path`` is missing or not a JSON
+    object (garbage, cut short)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Runner:
@@ -92,6 +104,8 @@ class Runner:
         """The shared warm-up cache of this run (``warmup_cache``), keyed by its train data."""
         self.rollout_counters: dict[str, int] = {"env_steps": 0, "updates": 0}
         self.dist_info: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+        """The final segmenter's state, when a finished run is evaluated again."""
         self._prepared = False
         self._t_wall = time.perf_counter()
 
@@ -133,8 +147,10 @@ class Runner:
 
     @property
     def finished(self) -> bool:
+        """Done, with readable results (a lost or garbage ``results.json`` is evaluated again
+        from the final segmenter)."""
         return self.state.get("stage") == "done" and (
-            (self.out / "results.json").is_file() or not self.ctx.is_main)
+            read_results(self.out / O.RESULTS) is not None or not self.ctx.is_main)
 
     def prepare(self) -> None:
         """Data, priors, env/bank, segmenter and phrase features: everything that can fail on a bad
@@ -142,6 +158,8 @@ class Runner:
         if self._prepared or self.finished:
             return
         self._t_wall = time.perf_counter()
+        if self.state.get("stage") == "done":  # finished, its results lost: evaluated again
+            self.final = self.final_segmenter()
         self.out.mkdir(parents=True, exist_ok=True)
         # Temporaries of writes cut short by a kill (their writer is gone).
         for folder in (self.out, agent_root(self.out, self.ctx.rank), self.cfg.warmup_cache):
@@ -156,19 +174,19 @@ class Runner:
 
     def run(self) -> dict[str, Any]:
         """Run (or continue) every remaining stage; returns the results."""
-        results_file = self.out / "results.json"
         if self.finished:
-            return json.loads(results_file.read_text()) if results_file.is_file() else {}
+            return read_results(self.out / O.RESULTS) or {}
         stage = self.state.get("stage", "start")
         self.prepare()
         if self.state:
             self.timing["resumes"] = self.timing.get("resumes", 0) + 1
         if self.ctx.is_main:
-            write_json(self.out / "config.json", self.config_dict)
+            write_json(self.out / O.CONFIG, self.config_dict)
         t_wall = self._t_wall
         try:
-            if stage == "eval":
-                self.segmenter.load_state_dict(self.state["segmenter"])
+            if stage in ("eval", "done"):
+                self.segmenter.load_state_dict(self.state["segmenter"] if stage == "eval"
+                                               else self.final)
                 self.stats = PseudoLabelStats.from_state(self.state["stats"])
                 self.dist_info = self.state.get("dist_info")
             else:
@@ -187,12 +205,25 @@ class Runner:
                         self.loop()
                 self.finish_training()
             set_rng_state(self.state["rng"])
-            self.open_logger("eval", 0 if stage == "eval" else None)
+            self.open_logger("eval", 0 if stage in ("eval", "done") else None)
             results = self.evaluate(t_wall)
         finally:
             if self.logger is not None:
                 self.logger.close()
         return results
+
+    def final_segmenter(self) -> dict[str, Any]:
+        """The state of ``OUT/segmenter.pt`` of a finished run whose results were lost (a clear
+        error when it is missing or unreadable too)."""
+        file = self.out / O.SEGMENTER
+        print(f"l2l-run: {self.out} finished but its {O.RESULTS} is missing or unreadable; "
+              f"evaluating its {O.SEGMENTER} again", file=sys.stderr)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # missing, cut short or garbage
+            raise ValueError(f"{self.out} finished but its {O.RESULTS} is lost and {file} cannot "
+                             f"be read ({type(err).__name__}: {err}); start the run again with "
+                             "--overwrite") from None
 
     def prepare_data(self, env_cfg) -> None:
         """Load every split's table and compute (or read from the cache) its priors; collect the
@@ -492,9 +523,9 @@ class Runner:
                           "param_digests": digests, "in_sync": len(set(digests)) == 1,
                           "shards": shards} if self.ctx.enabled else None
         if self.ctx.is_main:
-            seg.save(self.out / "segmenter.pt")
+            seg.save(self.out / O.SEGMENTER)
             if self.agent is not None and self.agent.savable:
-                save_agent_dir(self.agent, self.out / "agent")
+                save_agent_dir(self.agent, self.out / O.AGENT)
         self.save("eval", segmenter=seg.state_dict(), stats=self.stats.state_dict(),
                   loop_done=self.stats.steps, dist_info=self.dist_info)
         if self.ctx.is_main:
@@ -535,13 +566,13 @@ class Runner:
         curves = self.stats.curves
         if any("pl_iou_label" in c for c in curves):
             title = f"{self.cfg.dataset}, {self.cfg.label_ratio:.0%} labels, agent {self.cfg.agent}"
-            quality_plot(curves, self.out / "pseudo_label_quality.png", title)
+            quality_plot(curves, self.out / O.QUALITY_PLOT, title)
         env = self.env.unwrapped
         recent = list(self.recorder.recent) if self.recorder is not None else []
         if recent and env.config.diagnostics:
             truths = [env.diagnostic_mask(int(c["row"])) for c in recent]
             pic = samples_picture(self.segmenter, env.loop_bank, recent, truths)
-            Image.fromarray(pic).save(self.out / "samples.png")
+            Image.fromarray(pic).save(self.out / O.SAMPLES)
 
     def evaluate(self, t_wall: float) -> dict[str, Any]:
         from l2l_env.evaluation import evaluate_segmenter
@@ -575,7 +606,7 @@ class Runner:
         if dist_info:
             results["distributed"] = dist_info
         if self.ctx.is_main:
-            write_json(self.out / "results.json", results)
+            write_json(self.out / O.RESULTS, results)
         self.save("done", stats=self.stats.state_dict(), loop_done=steps)
         return results
 
