@@ -170,6 +170,8 @@ class Runner:
             self.prepare_data(env_cfg)
         with self.timed("setup"):
             self.setup(env_cfg)
+        if self.state.get("stage") == "loop" and self.state.get("agent_dir"):
+            self.agent = self.saved_agent(self.out / self.state["agent_dir"])
         self._prepared = True
 
     def run(self) -> dict[str, Any]:
@@ -421,16 +423,27 @@ class Runner:
         self.checkpoint_loop(0, {"env_steps": 0, "updates": 0})
 
     def restore_loop(self) -> None:
-        import agents
-
         st = self.state
         self.env.reset(seed=self.cfg.seed)  # arms the wrappers; the state below replaces it all
         self.env.unwrapped.load_state_dict(st["env"])
-        self.agent = agents.load(self.out / st["agent_dir"]) if st.get("agent_dir") else self.make_agent()
+        if self.agent is None:  # else the checkpoint's agent, loaded by prepare
+            self.agent = self.make_agent()
         self.stats = PseudoLabelStats.from_state(st["stats"])
         self.recorder.total_steps = int(st["loop_done"])
         self.rollout_counters = dict(st["rollout"])
         set_rng_state(st["rng"])
+
+    def saved_agent(self, folder: Path) -> Any:
+        """The agent of the checkpoint to resume from (a clear error when it is missing or
+        corrupt, before any long work)."""
+        import agents
+
+        try:
+            return agents.load(folder)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"cannot resume {self.out}: the agent of its checkpoint cannot be "
+                             f"loaded ({err}); restore {folder}, or start again with --overwrite"
+                             ) from None
 
     def make_agent(self):
         import agents
