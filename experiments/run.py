@@ -24,6 +24,7 @@ from typing import Any
 from experiments import config as C
 from experiments import outputs as O
 from experiments import plugins
+from segmenter.files import disk_full
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +116,13 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
                               f"its results), --overwrite to start again, or choose another --out")
 
 
+def _full_disk(err: BaseException, out: Path) -> str:
+    """The one line for a run stopped by a full disk: which path, and that it resumes."""
+    where = err.filename if isinstance(err, OSError) and err.filename else out
+    return (f"no space left on the disk of {where}; free space there and run again with "
+            f"--resume: it continues from the last checkpoint in {out}")
+
+
 def _message(err: BaseException) -> str:
     return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
 
@@ -159,12 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         D.barrier(ctx)
         config_dict = C.resolved_dict(cfg, resolved)
         try:
-            runner = Runner(cfg, config_dict, resume=args.resume, ctx=ctx, device=device)
-            runner.prepare()
-        except (ValueError, FileNotFoundError, KeyError) as err:
-            print(f"l2l-run: error: {_message(err)}", file=sys.stderr)
-            return 2
-        results = runner.run()
+            try:
+                runner = Runner(cfg, config_dict, resume=args.resume, ctx=ctx, device=device)
+                runner.prepare()
+            except (ValueError, FileNotFoundError, KeyError) as err:
+                print(f"l2l-run: error: {_message(err)}", file=sys.stderr)
+                return 2
+            results = runner.run()
+        except (OSError, RuntimeError) as err:  # checkpoints are written whole: it resumes
+            if not disk_full(err):
+                raise
+            print(f"l2l-run: error: {_full_disk(err, out)}", file=sys.stderr)
+            return 1
         if ctx.is_main:
             print(json.dumps(results, indent=2) if args.json else summary_text(results))
         return 0
