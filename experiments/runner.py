@@ -18,7 +18,6 @@ exactly the steps the uninterrupted one takes.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import resource
@@ -48,6 +47,7 @@ from segmenter.files import sweep_temporaries
 KILL_ENV = "L2L_RUN_KILL_AT_STEP"
 """Testing hook: SIGKILL this process when the loop reaches this many env steps (mid-chunk)."""
 TEXT_BATCH = 1024
+"""Phrases encoded per batch when a run encodes every phrase up front."""
 
 
 def read_results(path: Path) -> dict[str, Any] | None:
@@ -318,30 +318,12 @@ class Runner:
         are kept on disk, keyed by the encoder and the phrases, so later runs read them. (A run
         with more phrases than ``segmenter.text_cache_size`` reads them per batch from a packed
         store instead: :mod:`l2l_env.text_store`.)"""
-        from l2l_env.data.cache import cache_dir, config_key
-        from l2l_env.text_store import encoder_inputs
+        from l2l_env.text_store import phrase_features
 
-        seg = self.segmenter
-        key = config_key({"encoder": seg.config.text_encoder, "max_tokens": seg.config.max_tokens,
-                          "phrases": config_key(self.phrases, 32)})
-        cache = CacheFile(cache_dir(cache_root) / "text" / f"features-{key}.pt",
-                          encoder_inputs(seg.config.text_encoder, seg.config.max_tokens,
-                                         self.phrases), "text feature cache")
-        if cache.usable():
-            try:
-                seg.text_encoder.add_cached(torch.load(cache.path, map_location="cpu",
-                                                       weights_only=True))
-                self.data_info["text_features_from_cache"] = str(cache.path)
-                return
-            except Exception as err:  # a foreign file: rebuild it
-                cache.rejected(err)
-        for start in range(0, len(self.phrases), TEXT_BATCH):
-            seg.text_features(self.phrases[start:start + TEXT_BATCH])
-        if self.ctx.is_main:
-            features = seg.text_encoder.cached_features()
-            buf = io.BytesIO()
-            torch.save({p: features[p] for p in self.phrases if p in features}, buf)
-            cache.write(buf.getvalue())
+        cached = phrase_features(self.segmenter, self.phrases, cache_root, TEXT_BATCH,
+                                 write=self.ctx.is_main)
+        if cached is not None:
+            self.data_info["text_features_from_cache"] = str(cached)
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:

@@ -12,6 +12,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,6 +143,38 @@ def text_feature_store(encoder: TextEncoder, phrases: Sequence[str],
     store = write_text_store(path, encoder, phrases, device)
     cache.seal()
     return store
+
+
+def phrase_features(segmenter: Any, phrases: Sequence[str],
+                    cache_root: str | os.PathLike | None, batch: int, write: bool = True
+                    ) -> Path | None:
+    """Put the features of every phrase into ``segmenter``'s (frozen) text encoder's cache:
+    read from the cache file of the encoder and phrases when it is valid (its path is returned),
+    else encoded in batches of ``batch`` in a fixed order and, with ``write``, saved for later
+    runs (a stale, corrupt or foreign file is named and rebuilt)."""
+    from l2l_env.data.cache import cache_dir, config_key
+
+    cfg = segmenter.config
+    key = config_key({"encoder": cfg.text_encoder, "max_tokens": cfg.max_tokens,
+                      "phrases": config_key(list(phrases), 32)})
+    cache = CacheFile(cache_dir(cache_root) / "text" / f"features-{key}.pt",
+                      encoder_inputs(cfg.text_encoder, cfg.max_tokens, phrases),
+                      "text feature cache")
+    if cache.usable():
+        try:
+            segmenter.text_encoder.add_cached(torch.load(cache.path, map_location="cpu",
+                                                         weights_only=True))
+            return cache.path
+        except Exception as err:  # a foreign file: rebuilt below
+            cache.rejected(err)
+    for start in range(0, len(phrases), batch):
+        segmenter.text_features(list(phrases[start:start + batch]))
+    if write:
+        features = segmenter.text_encoder.cached_features()
+        buf = io.BytesIO()
+        torch.save({p: features[p] for p in phrases if p in features}, buf)
+        cache.write(buf.getvalue())
+    return None
 
 
 class StoredTextEncoder(TextEncoder):
