@@ -438,8 +438,10 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
         raise ValueError(f"config key 'device'={cfg.device!r} is unknown; expected 'cpu', 'cuda', "
                          "'cuda:<index>' or 'mps'")
     for key in ("seed", "split_seed"):
-        if not 0 <= getattr(cfg, key) < SEED_LIMIT:
-            raise ValueError(f"config key {key!r}={getattr(cfg, key)} must be in [0, {SEED_LIMIT})")
+        value = getattr(cfg, key)
+        if not 0 <= value < SEED_LIMIT:
+            bound = "must be >= 0" if value < 0 else f"must be < {SEED_LIMIT} (2**32)"
+            raise ValueError(f"config key {key!r}={value} {bound}")
     if not 0.0 < cfg.label_ratio <= 1.0:
         raise ValueError(f"config key 'label_ratio'={cfg.label_ratio!r} must be in (0, 1] "
                          f"(0.05 = 5% labeled train images; 1.0 = fully supervised)")

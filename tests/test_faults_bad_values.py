@@ -16,11 +16,11 @@ from l2l_env.data.cli import main as data_main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("seed", ["99999999999999999999", "-1", "4294967296"])
+@pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296"])
 def test_a_seed_out_of_range_blames_seed(seed, capsys):
     assert run_main(["--config", "smoke", "--seed", seed, "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert f"config key 'seed'={seed} must be in [0, 4294967296)" in err
+    assert f"config key 'seed'={seed} must be < 4294967296 (2**32)" in err
     assert "agent_options" not in err
 
 
