@@ -82,7 +82,8 @@ class CacheFile:
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ValueError(f"not an {FORMAT} record")
         except (OSError, ValueError) as err:
-            reason = "is missing" if isinstance(err, FileNotFoundError) else f"is unreadable ({err})"
+            missing = isinstance(err, FileNotFoundError)
+            reason = "is missing" if missing else f"is unreadable ({err})"
             return f"has no checksum ({self.meta_path.name} {reason})"
         if meta.get("inputs") != self.inputs:
             return "was built from other inputs (the data or settings changed)"

@@ -8,8 +8,8 @@ File format (``l2l-priors/1``), one JSON object per line::
 ``id`` is the sample id ``"ref_id:sent_id"``; ``check`` is a short hash of what the prior was
 computed from (image id, phrase, referent box), so an entry of another version of the data is
 recomputed rather than trusted; ``sum`` (last) is the checksum of the entry, so an entry whose
-bytes changed is named and recomputed too. Lines are appended in chunks, each flushed to disk, so a killed run
-loses at most one chunk; :func:`compute_priors` resumes, skipping done samples. A last line cut
+bytes changed is named and recomputed too. Lines are appended in chunks, each flushed to disk,
+so a killed run loses at most one chunk; :func:`compute_priors` resumes, skipping done samples. A last line cut
 short by a kill (no trailing newline) is dropped on resume and when reading; any other bad line
 is an error naming the file and line. Later lines win over earlier ones with the same id.
 
