@@ -289,12 +289,27 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     f = Path(path) / MANIFEST
     if not f.is_file():
         raise FileNotFoundError(f"{f}: no saved agent here (expected {MANIFEST} written by Agent.save)")
-    data = json.loads(f.read_text())
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{f}: unreadable ({err}); expected the JSON written by Agent.save"
+                         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise ValueError(f"{f}: expected an object with a string 'name', got {data!r}")
     return data
 
 
 def load(path: str | Path) -> Agent:
-    """Load any saved agent: reads its name from ``agent.json`` and calls that class's ``load``."""
-    return agent_class(read_manifest(path)["name"]).load(path)
+    """Load any saved agent: reads its name from ``agent.json`` and calls that class's ``load``.
+    Raises ``FileNotFoundError`` (no saved agent) or ``ValueError`` naming the folder when its
+    files are garbage or cut short."""
+    cls = agent_class(read_manifest(path)["name"])
+    try:
+        return cls.load(path)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # a file cut short or overwritten: whatever its reader raises
+        reason = (str(err).strip().splitlines() or [""])[0][:200]  # torch's run over lines
+        raise ValueError(f"saved agent {path} is corrupt ({type(err).__name__}: {reason}); its "
+                         f"files {sorted(p.name for p in Path(path).iterdir())} were not written "
+                         "whole by Agent.save") from None

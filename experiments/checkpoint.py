@@ -21,17 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.outputs import CHECKPOINTS, checkpoint_name
 from segmenter.files import atomic_file, atomic_folder
 
 FORMAT = "l2l-run-checkpoint/1"
 
 
 def checkpoint_path(out: str | os.PathLike, rank: int = 0) -> Path:
-    return Path(out) / ("checkpoint.pt" if rank == 0 else f"checkpoint.rank{rank}.pt")
+    return Path(out) / checkpoint_name(rank)
 
 
 def agent_root(out: str | os.PathLike, rank: int = 0) -> Path:
-    return Path(out) / "ckpt" / ("agent" if rank == 0 else f"rank{rank}")
+    return Path(out) / CHECKPOINTS / ("agent" if rank == 0 else f"rank{rank}")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

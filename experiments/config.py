@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from gymnasium import spaces
 
 from l2l_env.cli_utils import parse_value
-from l2l_env.config import DataSettings, EnvConfig
+from l2l_env.config import SEED_LIMIT, DataSettings, EnvConfig
 from l2l_env.labels import action_space
 from segmenter.typed import describe_type, fits
 
@@ -440,13 +440,16 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
         raise ValueError(f"config key 'device'={cfg.device!r} is unknown; expected 'cpu', 'cuda', "
                          "'cuda:<index>' or 'mps'")
-    if cfg.seed < 0:
-        raise ValueError(f"config key 'seed'={cfg.seed} must be >= 0")
+    for key in ("seed", "split_seed"):
+        value = getattr(cfg, key)
+        if not 0 <= value < SEED_LIMIT:
+            bound = "must be >= 0" if value < 0 else f"must be < {SEED_LIMIT} (2**32)"
+            raise ValueError(f"config key {key!r}={value} {bound}")
     if not 0.0 < cfg.label_ratio <= 1.0:
         raise ValueError(f"config key 'label_ratio'={cfg.label_ratio!r} must be in (0, 1] "
                          f"(0.05 = 5% labeled train images; 1.0 = fully supervised)")
     for key in ("warmup_steps", "loop_steps", "chunk_steps", "eval_every", "log_images",
-                "checkpoint_every", "split_seed", "num_workers"):
+                "checkpoint_every", "num_workers"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"config key {key!r}={getattr(cfg, key)} must be >= 0")
     for key in ("warmup_batch", "eval_batch", "threads", "eval_subset"):

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.outputs import TENSORBOARD
+
 
 class RunLogger:
     """A ``SummaryWriter`` under ``OUT/tb`` that does nothing when ``enabled`` is false.
@@ -86,4 +88,4 @@ def eval_panels(segmenter: Any, images: np.ndarray, priors: np.ndarray, phrases:
 
 
 def tb_dir(out: str | os.PathLike) -> Path:
-    return Path(out) / "tb"
+    return Path(out) / TENSORBOARD

@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments import config as C
+from experiments import outputs as O
 from experiments import plugins
+from segmenter.files import disk_full
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,18 +107,20 @@ def dry_run(cfg: C.RunConfig, resolved: dict[str, Any]) -> int:
 
 def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs: an existing run in ``out`` needs ``--resume`` or ``--overwrite``."""
-    markers = [out / "results.json", out / "checkpoint.pt"]
+    markers = [out / O.RESULTS, out / O.checkpoint_name(0)]
     if overwrite and out.exists():
-        for name in ("results.json", "checkpoint.pt", "config.json", "segmenter.pt"):
-            (out / name).unlink(missing_ok=True)
-        for name in ("ckpt", "agent", "tb"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for extra in out.glob("checkpoint.rank*.pt"):
-            extra.unlink()
+        O.remove_outputs(out)  # everything a run writes (experiments.outputs), nothing else
         return
     if not resume and any(m.exists() for m in markers):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it (or print "
                               f"its results), --overwrite to start again, or choose another --out")
+
+
+def _full_disk(err: BaseException, out: Path) -> str:
+    """The one line for a run stopped by a full disk: which path, and that it resumes."""
+    where = err.filename if isinstance(err, OSError) and err.filename else out
+    return (f"no space left on the disk of {where}; free space there and run again with "
+            f"--resume: it continues from the last checkpoint in {out}")
 
 
 def _message(err: BaseException) -> str:
@@ -159,17 +162,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (FileExistsError, OutputBusy, OSError) as err:
                 print(f"l2l-run: error: {err}", file=sys.stderr)
                 return 2
-            if args.resume and not checkpoint_path(out).exists() and not (out / "results.json").exists():
+            if args.resume and not checkpoint_path(out).exists() and not (out / O.RESULTS).exists():
                 print(f"l2l-run: --resume: {out} holds no run yet; starting a fresh one", file=sys.stderr)
         D.barrier(ctx)
         config_dict = C.resolved_dict(cfg, resolved)
         try:
-            runner = Runner(cfg, config_dict, resume=args.resume, ctx=ctx, device=device)
-            runner.prepare()
-        except (ValueError, FileNotFoundError, KeyError) as err:
-            print(f"l2l-run: error: {_message(err)}", file=sys.stderr)
-            return 2
-        results = runner.run()
+            try:
+                runner = Runner(cfg, config_dict, resume=args.resume, ctx=ctx, device=device)
+                runner.prepare()
+            except (ValueError, FileNotFoundError, KeyError) as err:
+                print(f"l2l-run: error: {_message(err)}", file=sys.stderr)
+                return 2
+            results = runner.run()
+        except (OSError, RuntimeError) as err:  # checkpoints are written whole: it resumes
+            if not disk_full(err):
+                raise
+            print(f"l2l-run: error: {_full_disk(err, out)}", file=sys.stderr)
+            return 1
         if ctx.is_main:
             print(json.dumps(results, indent=2) if args.json else summary_text(results))
         return 0

@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments import distributed as D
+from experiments import outputs as O
 from experiments.checkpoint import (agent_root, checkpoint_path, load_checkpoint, prune_agents,
                                     rng_state, save_agent, save_agent_dir, save_checkpoint,
                                     set_rng_state)
@@ -39,11 +41,23 @@ from experiments.config import RunConfig, differences
 from experiments.logs import RunLogger, eval_panels, selection_panels, tb_dir
 from experiments.recorder import PseudoLabelStats, StepRecorder
 from experiments.report import METRIC_KEYS, write_json
+from segmenter.disk_cache import CacheFile
 from segmenter.files import sweep_temporaries
 
 KILL_ENV = "L2L_RUN_KILL_AT_STEP"
 """Testing hook: SIGKILL this process when the loop reaches this many env steps (mid-chunk)."""
 TEXT_BATCH = 1024
+"""Phrases encoded per batch when a run encodes every phrase up front."""
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """The results of a finished run, or ``None`` when ``path`` is missing or not a JSON
+    object (garbage, cut short)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Runner:
@@ -86,8 +100,12 @@ class Runner:
         """Every eval split, loaded once (:class:`l2l_env.evaluation.EvalSplit`)."""
         self.data_info: dict[str, Any] = {}
         self.train_data: Any = None
+        self.warm_cache: CacheFile | None = None
+        """The shared warm-up cache of this run (``warmup_cache``), keyed by its train data."""
         self.rollout_counters: dict[str, int] = {"env_steps": 0, "updates": 0}
         self.dist_info: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+        """The final segmenter's state, when a finished run is evaluated again."""
         self._prepared = False
         self._t_wall = time.perf_counter()
 
@@ -129,8 +147,10 @@ class Runner:
 
     @property
     def finished(self) -> bool:
+        """Done, with readable results (a lost or garbage ``results.json`` is evaluated again
+        from the final segmenter)."""
         return self.state.get("stage") == "done" and (
-            (self.out / "results.json").is_file() or not self.ctx.is_main)
+            read_results(self.out / O.RESULTS) is not None or not self.ctx.is_main)
 
     def prepare(self) -> None:
         """Data, priors, env/bank, segmenter and phrase features: everything that can fail on a bad
@@ -138,6 +158,8 @@ class Runner:
         if self._prepared or self.finished:
             return
         self._t_wall = time.perf_counter()
+        if self.state.get("stage") == "done":  # finished, its results lost: evaluated again
+            self.final = self.final_segmenter()
         self.out.mkdir(parents=True, exist_ok=True)
         # Temporaries of writes cut short by a kill (their writer is gone).
         for folder in (self.out, agent_root(self.out, self.ctx.rank), self.cfg.warmup_cache):
@@ -148,23 +170,25 @@ class Runner:
             self.prepare_data(env_cfg)
         with self.timed("setup"):
             self.setup(env_cfg)
+        if self.state.get("stage") == "loop" and self.state.get("agent_dir"):
+            self.agent = self.saved_agent(self.out / self.state["agent_dir"])
         self._prepared = True
 
     def run(self) -> dict[str, Any]:
         """Run (or continue) every remaining stage; returns the results."""
-        results_file = self.out / "results.json"
         if self.finished:
-            return json.loads(results_file.read_text()) if results_file.is_file() else {}
+            return read_results(self.out / O.RESULTS) or {}
         stage = self.state.get("stage", "start")
         self.prepare()
         if self.state:
             self.timing["resumes"] = self.timing.get("resumes", 0) + 1
         if self.ctx.is_main:
-            write_json(self.out / "config.json", self.config_dict)
+            write_json(self.out / O.CONFIG, self.config_dict)
         t_wall = self._t_wall
         try:
-            if stage == "eval":
-                self.segmenter.load_state_dict(self.state["segmenter"])
+            if stage in ("eval", "done"):
+                self.segmenter.load_state_dict(self.state["segmenter"] if stage == "eval"
+                                               else self.final)
                 self.stats = PseudoLabelStats.from_state(self.state["stats"])
                 self.dist_info = self.state.get("dist_info")
             else:
@@ -183,12 +207,25 @@ class Runner:
                         self.loop()
                 self.finish_training()
             set_rng_state(self.state["rng"])
-            self.open_logger("eval", 0 if stage == "eval" else None)
+            self.open_logger("eval", 0 if stage in ("eval", "done") else None)
             results = self.evaluate(t_wall)
         finally:
             if self.logger is not None:
                 self.logger.close()
         return results
+
+    def final_segmenter(self) -> dict[str, Any]:
+        """The state of ``OUT/segmenter.pt`` of a finished run whose results were lost (a clear
+        error when it is missing or unreadable too)."""
+        file = self.out / O.SEGMENTER
+        print(f"l2l-run: {self.out} finished but its {O.RESULTS} is missing or unreadable; "
+              f"evaluating its {O.SEGMENTER} again", file=sys.stderr)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # missing, cut short or garbage
+            raise ValueError(f"{self.out} finished but its {O.RESULTS} is lost and {file} cannot "
+                             f"be read ({type(err).__name__}: {err}); start the run again with "
+                             "--overwrite") from None
 
     def prepare_data(self, env_cfg) -> None:
         """Load every split's table and compute (or read from the cache) its priors; collect the
@@ -212,6 +249,7 @@ class Runner:
             self.data_info[f"{split}_sentences"] = table.num_sentences()
             if split == "train":
                 self.train_data = (table, priors)
+                self.warm_cache = self.warmup_cache_file(table)
             else:  # loaded once: every evaluation of the run reads it
                 self.eval_data[split] = EvalSplit(split, samples, priors, env_cfg.proposal)
         self.phrases = sorted(phrases)
@@ -280,33 +318,17 @@ class Runner:
         are kept on disk, keyed by the encoder and the phrases, so later runs read them. (A run
         with more phrases than ``segmenter.text_cache_size`` reads them per batch from a packed
         store instead: :mod:`l2l_env.text_store`.)"""
-        import io
+        from l2l_env.text_store import phrase_features
 
-        from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
-
-        seg = self.segmenter
-        key = config_key({"encoder": seg.config.text_encoder, "max_tokens": seg.config.max_tokens,
-                          "phrases": config_key(self.phrases, 32)})
-        file = cache_dir(cache_root) / "text" / f"features-{key}.pt"
-        if file.is_file():
-            try:
-                seg.text_encoder.add_cached(torch.load(file, map_location="cpu", weights_only=True))
-                self.data_info["text_features_from_cache"] = str(file)
-                return
-            except (RuntimeError, EOFError, ValueError, OSError) as err:  # corrupt: rebuild it
-                print(f"warning: text feature cache {file} is unreadable ({err}); rebuilding it")
-        for start in range(0, len(self.phrases), TEXT_BATCH):
-            seg.text_features(self.phrases[start:start + TEXT_BATCH])
-        if self.ctx.is_main:
-            features = seg.text_encoder.cached_features()
-            buf = io.BytesIO()
-            torch.save({p: features[p] for p in self.phrases if p in features}, buf)
-            atomic_write_bytes(file, buf.getvalue())
+        cached = phrase_features(self.segmenter, self.phrases, cache_root, TEXT_BATCH,
+                                 write=self.ctx.is_main)
+        if cached is not None:
+            self.data_info["text_features_from_cache"] = str(cached)
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:
         """Supervised steps on the labeled bank, in checkpointed pieces of ``checkpoint_every``."""
-        from l2l_env.factory import read_warm_start
+        from l2l_env.factory import read_warm_start, write_warm_start
         from segmenter import fit
 
         total = int(self.resolved["warmup_steps"])
@@ -317,9 +339,9 @@ class Runner:
         done = int(self.state.get("warmup_done", 0))
         if total == 0:
             return
-        cache = self.warmup_cache_file()
+        cache = self.warm_cache
         if cache is not None and done == 0 and read_warm_start(seg, cache):
-            self.data_info["warmup_from_cache"] = str(cache)
+            self.data_info["warmup_from_cache"] = str(cache.path)
             self.save("warmup", segmenter=seg.state_dict(), warmup_done=total)
             self.quick_eval(step=0, tag="warmup")
             return
@@ -348,16 +370,18 @@ class Runner:
         finally:
             bar.close()
         if cache is not None:
-            seg.save(cache)
+            write_warm_start(seg, cache)
         self.quick_eval(step=0, tag="warmup")
 
-    def warmup_cache_file(self) -> Path | None:
-        """Where the warmed-up segmenter of this config is shared (``warmup_cache``; single process)."""
+    def warmup_cache_file(self, table: Any) -> CacheFile | None:
+        """Where the warmed-up segmenter of this config and train ``table`` is shared
+        (``warmup_cache``; single process)."""
         if not self.cfg.warmup_cache or self.ctx.enabled:
             return None
         from experiments.config import warmup_key
+        from l2l_env.factory import warm_start_cache
 
-        return Path(self.cfg.warmup_cache) / f"warmup-{warmup_key(self.cfg, self.resolved)}.pt"
+        return warm_start_cache(self.cfg.warmup_cache, warmup_key(self.cfg, self.resolved), table)
 
     def install_start(self) -> None:
         """Make the warmed-up segmenter (its teacher a copy of the student) the env's start of run
@@ -381,16 +405,27 @@ class Runner:
         self.checkpoint_loop(0, {"env_steps": 0, "updates": 0})
 
     def restore_loop(self) -> None:
-        import agents
-
         st = self.state
         self.env.reset(seed=self.cfg.seed)  # arms the wrappers; the state below replaces it all
         self.env.unwrapped.load_state_dict(st["env"])
-        self.agent = agents.load(self.out / st["agent_dir"]) if st.get("agent_dir") else self.make_agent()
+        if self.agent is None:  # else the checkpoint's agent, loaded by prepare
+            self.agent = self.make_agent()
         self.stats = PseudoLabelStats.from_state(st["stats"])
         self.recorder.total_steps = int(st["loop_done"])
         self.rollout_counters = dict(st["rollout"])
         set_rng_state(st["rng"])
+
+    def saved_agent(self, folder: Path) -> Any:
+        """The agent of the checkpoint to resume from (a clear error when it is missing or
+        corrupt, before any long work)."""
+        import agents
+
+        try:
+            return agents.load(folder)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"cannot resume {self.out}: the agent of its checkpoint cannot be "
+                             f"loaded ({err}); restore {folder}, or start again with --overwrite"
+                             ) from None
 
     def make_agent(self):
         import agents
@@ -483,9 +518,9 @@ class Runner:
                           "param_digests": digests, "in_sync": len(set(digests)) == 1,
                           "shards": shards} if self.ctx.enabled else None
         if self.ctx.is_main:
-            seg.save(self.out / "segmenter.pt")
+            seg.save(self.out / O.SEGMENTER)
             if self.agent is not None and self.agent.savable:
-                save_agent_dir(self.agent, self.out / "agent")
+                save_agent_dir(self.agent, self.out / O.AGENT)
         self.save("eval", segmenter=seg.state_dict(), stats=self.stats.state_dict(),
                   loop_done=self.stats.steps, dist_info=self.dist_info)
         if self.ctx.is_main:
@@ -526,13 +561,13 @@ class Runner:
         curves = self.stats.curves
         if any("pl_iou_label" in c for c in curves):
             title = f"{self.cfg.dataset}, {self.cfg.label_ratio:.0%} labels, agent {self.cfg.agent}"
-            quality_plot(curves, self.out / "pseudo_label_quality.png", title)
+            quality_plot(curves, self.out / O.QUALITY_PLOT, title)
         env = self.env.unwrapped
         recent = list(self.recorder.recent) if self.recorder is not None else []
         if recent and env.config.diagnostics:
             truths = [env.diagnostic_mask(int(c["row"])) for c in recent]
             pic = samples_picture(self.segmenter, env.loop_bank, recent, truths)
-            Image.fromarray(pic).save(self.out / "samples.png")
+            Image.fromarray(pic).save(self.out / O.SAMPLES)
 
     def evaluate(self, t_wall: float) -> dict[str, Any]:
         from l2l_env.evaluation import evaluate_segmenter
@@ -566,7 +601,7 @@ class Runner:
         if dist_info:
             results["distributed"] = dist_info
         if self.ctx.is_main:
-            write_json(self.out / "results.json", results)
+            write_json(self.out / O.RESULTS, results)
         self.save("done", stats=self.stats.state_dict(), loop_done=steps)
         return results
 

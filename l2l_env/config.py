@@ -10,6 +10,9 @@ from segmenter.typed import strict_config
 
 LABEL_SOURCES = ("teacher", "prior", "fused")
 ACTION_FORMS = ("construct", "select")
+SEED_LIMIT = 2**32
+"""Seeds are ints in ``[0, SEED_LIMIT)``: what every RNG a run seeds accepts (numpy's legacy one
+included, which Stable-Baselines3 seeds)."""
 
 
 @dataclass

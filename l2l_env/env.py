@@ -12,7 +12,7 @@ from gymnasium import spaces
 from l2l_env import labels as L
 from l2l_env import factory, schema
 from l2l_env.bank import concat_banks, pool_to_grid
-from l2l_env.config import EnvConfig, make_config
+from l2l_env.config import SEED_LIMIT, EnvConfig, make_config
 from l2l_env.loop_data import LoopData, load_table_of
 from l2l_env.rewards import Reward, StepContext, make_reward
 from l2l_env.self_training import SelfTrainer
@@ -176,6 +176,10 @@ class PseudoLabelEnv(gym.Env):
 
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed < SEED_LIMIT):
+            raise ValueError(f"reset(seed={seed!r}): seed must be None or an int in "
+                             f"[0, {SEED_LIMIT}); the env is unchanged")
         super().reset(seed=seed)
         if options:
             unknown = sorted(set(options) - {"restart"})

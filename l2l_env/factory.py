@@ -9,13 +9,17 @@ warmed up on the labeled bank for ``warmup_steps``, and the banks of
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from l2l_env.bank import SampleBank
-from l2l_env.loop_data import LoopData, load_loop_data
+from l2l_env.loop_data import LoopData, load_loop_data, load_table_of
+from segmenter.disk_cache import CacheFile
 
 
 def segmenter_config(config: Any, table: Any = None):
@@ -76,8 +80,6 @@ def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_
     """A hash of everything a supervised warm-up's result depends on: the data, the label split,
     the priors, the labeled bank, the segmenter's settings and the warm-up itself (runtime keys
     such as the device excluded). ``config`` is an env config (object or dict)."""
-    import os
-
     from l2l_env.data.cache import config_key
 
     env = config if isinstance(config, dict) else config.to_dict()
@@ -97,41 +99,52 @@ def warmup_key(config: Any, segmenter_config: dict[str, Any], steps: int, batch_
     return config_key(parts)
 
 
-def read_warm_start(segmenter: Any, file: Path) -> bool:
-    """Load a cached warmed-up segmenter; ``False`` (with a warning naming the file) when it is
-    missing, unreadable or of another segmenter, so the caller warms up again and rewrites it."""
-    import sys
+def warm_start_cache(folder: str | os.PathLike, key: str, table: Any) -> CacheFile:
+    """The warm-up cache of warm-up ``key`` (:func:`warmup_key`) in ``folder``, built from the
+    train ``table`` (its :meth:`~l2l_env.data.RefTable.fingerprint`: other data under the same
+    paths make it stale)."""
+    return CacheFile(Path(folder) / f"warmup-{key}.pt", table.fingerprint(), "warm-up cache")
 
-    import torch
 
-    if not file.is_file():
+def read_warm_start(segmenter: Any, cache: CacheFile) -> bool:
+    """Load a cached warmed-up segmenter; ``False`` when it is missing, or (with a warning
+    naming the file and why) stale, corrupt or of another segmenter, so the caller warms up
+    again and rewrites it with :func:`write_warm_start`."""
+    if not cache.usable():
         return False
     try:
-        segmenter.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-    except Exception as err:  # a corrupt or foreign file
-        print(f"warning: warm-up cache {file} is unreadable ({type(err).__name__}: {err}); "
-              "warming up again", file=sys.stderr)
+        segmenter.load_state_dict(torch.load(cache.path, map_location="cpu", weights_only=True))
+    except Exception as err:  # a foreign file
+        cache.rejected(err)
         return False
     return True
+
+
+def write_warm_start(segmenter: Any, cache: CacheFile) -> None:
+    """Write the warmed-up ``segmenter`` into ``cache`` (with its checksum)."""
+    buf = io.BytesIO()
+    torch.save(segmenter.state_dict(), buf)
+    cache.write(buf.getvalue())
 
 
 def prepare_parts(config: Any, segmenter: Any, table: Any = None) -> LoopData:
     """The banks of an env config for ``segmenter`` (``table``: the train table, when already
     loaded); then the checkpoint is loaded into it and the burn-in run when the config asks for
     them (read from / written to ``warmup_cache`` when set, the same cache ``l2l-run`` uses)."""
+    table = load_table_of(config, "train") if table is None else table
     data = load_loop_data(config, int(segmenter.config.image_size), table=table,
                           distractors=segmenter.config.prior_swap > 0)
     if config.checkpoint:
         load_weights(segmenter, config.checkpoint)
     if config.warmup_steps:
         batch = max(1, min(32, len(data.labeled)))
-        file = None
+        cache = None
         if config.warmup_cache:
             key = warmup_key(config, segmenter.config.to_dict(), config.warmup_steps, batch,
                              config.seed)
-            file = Path(config.warmup_cache) / f"warmup-{key}.pt"
-        if file is None or not read_warm_start(segmenter, file):
+            cache = warm_start_cache(config.warmup_cache, key, table)
+        if cache is None or not read_warm_start(segmenter, cache):
             warm_up(segmenter, data.labeled, config.warmup_steps, config.seed, config.num_workers)
-            if file is not None:
-                segmenter.save(file)
+            if cache is not None:
+                write_warm_start(segmenter, cache)
     return data

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from l2l_env.packed import HEAD, read_header
+from segmenter.disk_cache import CacheFile, content_key
+from segmenter.files import sweep_temporaries
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 
@@ -304,17 +306,18 @@ def image_store(load: Callable[[int], np.ndarray], dataset: str, split: str,
     fingerprint = getattr(load, "fingerprint", None)
     if fingerprint is None:
         return DecodedImages(load, image_ids, size)
-    path = image_cache_path(cache_root, dataset, split, size, image_ids, fingerprint())
-    if path.is_file():
+    source = fingerprint()
+    path = image_cache_path(cache_root, dataset, split, size, image_ids, source)
+    cache = CacheFile(path, content_key({"source": source, "size": int(size),
+                                         "ids": [int(i) for i in image_ids]}), "image cache")
+    if cache.usable():
         try:
             store = PackedImages(path, image_ids)
             if store.size == size:
                 return store
+            raise ValueError(f"images of {store.size}px, expected {size}px")
         except ValueError as err:
-            import sys
-            print(f"warning: {err}; rebuilding it", file=sys.stderr)
-    from segmenter.files import sweep_temporaries
-
+            cache.rejected(err)
     if path.parent.is_dir():
         sweep_temporaries(path.parent)
     bar = None
@@ -323,11 +326,13 @@ def image_store(load: Callable[[int], np.ndarray], dataset: str, split: str,
         bar = tqdm(total=len(image_ids), desc=f"image cache {dataset}/{split} {size}px",
                    leave=False)
     try:
-        return write_packed_images(path, load, image_ids, size,
-                                   None if bar is None else (lambda _k: bar.update(1)))
+        store = write_packed_images(path, load, image_ids, size,
+                                    None if bar is None else (lambda _k: bar.update(1)))
     finally:
         if bar is not None:
             bar.close()
+    cache.seal()
+    return store
 
 
 class ImageRows(RowSource):

@@ -12,6 +12,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from l2l_env.packed import HEAD, read_header
+from segmenter.disk_cache import CacheFile, content_key, file_stats
 from segmenter.text import TextEncoder
 
 MAGIC = b"L2LTXT01"
@@ -114,21 +116,65 @@ def text_store_path(cache_root: str | os.PathLike | None, encoder: str, max_toke
     return cache_dir(cache_root) / "text" / f"store-{key}.f32"
 
 
+def encoder_inputs(encoder: str, max_tokens: int, phrases: Sequence[str]) -> str:
+    """The fingerprint of what text features are computed from: the encoder (with the sizes and
+    modification times of its files when it is a local folder), ``max_tokens`` and the phrases."""
+    files = file_stats([encoder]) if Path(encoder).is_dir() else []
+    return content_key({"encoder": encoder, "files": files, "max_tokens": int(max_tokens),
+                        "phrases": content_key(list(phrases))})
+
+
 def text_feature_store(encoder: TextEncoder, phrases: Sequence[str],
                        cache_root: str | os.PathLike | None = None,
                        device: torch.device | str = "cpu") -> TextFeatureStore:
-    """The store of ``phrases`` for ``encoder`` (a frozen one): opened when it exists, else
-    built (a corrupt or cut file is named and rebuilt)."""
+    """The store of ``phrases`` for ``encoder`` (a frozen one): opened when it exists and is
+    what its inputs and checksum say, else built (a stale, corrupt or cut file is named and
+    rebuilt)."""
     if not encoder.frozen:
         raise ValueError("a text feature store needs a frozen text encoder (freeze_text=true)")
     path = text_store_path(cache_root, encoder.name, encoder.max_tokens, phrases)
-    if path.is_file():
+    cache = CacheFile(path, encoder_inputs(encoder.name, encoder.max_tokens, phrases),
+                      "text feature store")
+    if cache.usable():
         try:
             return TextFeatureStore(path, phrases)
         except ValueError as err:
-            import sys
-            print(f"warning: {err}; rebuilding it", file=sys.stderr)
-    return write_text_store(path, encoder, phrases, device)
+            cache.rejected(err)
+    store = write_text_store(path, encoder, phrases, device)
+    cache.seal()
+    return store
+
+
+def phrase_features(segmenter: Any, phrases: Sequence[str],
+                    cache_root: str | os.PathLike | None, batch: int, write: bool = True
+                    ) -> Path | None:
+    """Put the features of every phrase into ``segmenter``'s (frozen) text encoder's cache:
+    read from the cache file of the encoder and phrases when it is valid (its path is returned),
+    else encoded in batches of ``batch`` in a fixed order and, with ``write``, saved for later
+    runs (a stale, corrupt or foreign file is named and rebuilt)."""
+    from l2l_env.data.cache import cache_dir, config_key
+
+    cfg = segmenter.config
+    key = config_key({"encoder": cfg.text_encoder, "max_tokens": cfg.max_tokens,
+                      "phrases": config_key(list(phrases), 32)})
+    cache = CacheFile(cache_dir(cache_root) / "text" / f"features-{key}.pt",
+                      encoder_inputs(cfg.text_encoder, cfg.max_tokens, phrases),
+                      "text feature cache")
+    if cache.usable():
+        try:
+            segmenter.text_encoder.add_cached(torch.load(cache.path, map_location="cpu",
+                                                         weights_only=True))
+            return cache.path
+        except Exception as err:  # a foreign file: rebuilt below
+            cache.rejected(err)
+    for start in range(0, len(phrases), batch):
+        segmenter.text_features(list(phrases[start:start + batch]))
+    if write:
+        features = segmenter.text_encoder.cached_features()
+        buf = io.BytesIO()
+        torch.save({p: features[p] for p in phrases if p in features}, buf)
+        cache.write(buf.getvalue())
+    return None
 
 
 class StoredTextEncoder(TextEncoder):

@@ -97,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.split not in SPLITS[args.dataset]:
                 parser.error(f"--split must be one of {SPLITS[args.dataset]}")
+            if args.num < 1:
+                raise ValueError(f"--num {args.num}: expected the number of samples to draw, >= 1")
+            if args.out.exists() and not args.out.is_dir():
+                raise ValueError(f"--out {args.out} is a file; expected a folder for the pictures")
             path = show(args.dataset, args.split, args.data_root, args.num, args.out, args.seed, options)
             print(f"wrote {path}")
     except (FileNotFoundError, ValueError) as err:

@@ -431,7 +431,8 @@ class ReferDataset:
         reader = ImageReader(self.image_dir, {
             i: (str(images[i]["file_name"]), int(images[i]["height"]), int(images[i]["width"]))
             for i in sorted(objects)})
-        return RefTable(self.dataset, split, records, reader)
+        return RefTable(self.dataset, split, records, reader,
+                        (str(self.refs_path), str(self.instances_path)))
 
 
 def _box(ann: dict, path: Path) -> Box:

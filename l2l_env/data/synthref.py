@@ -15,11 +15,9 @@ Generation is seeded per scene (``(seed, split, scene index)``) and cached on di
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import warnings
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +30,7 @@ from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
 from l2l_env.data.synthref_grammar import KINDS, LogicalForm, SceneObject, candidate_forms, realise
 from l2l_env.data.synthref_scene import Scene, sample_scene
 from l2l_env.data.types import ObjectInfo, RefRecord, RefTable
+from segmenter.disk_cache import bytes_digest, cache_warning
 from segmenter.files import sweep_temporaries
 
 GENERATOR_VERSION = 1
@@ -351,7 +350,7 @@ def save_split(data: SynthRefData, npz_path: Path, json_path: Path) -> None:
     atomic_write_bytes(npz_path, blob)
     meta = {
         "generator_version": GENERATOR_VERSION, "split": data.split, "config": asdict(data.config),
-        "npz_sha256": hashlib.sha256(blob).hexdigest(),
+        "npz_sha256": bytes_digest(blob),
         "objects": [[o.to_dict() for o in objs] for objs in data.objects],
         "texts": list(data.texts), "forms": [f.to_dict() for f in data.forms],
     }
@@ -374,7 +373,7 @@ def read_split(config: SynthRefConfig, split: str, npz_path: Path, json_path: Pa
         at = npz_path
         blob = npz_path.read_bytes()
         digest = meta.get("npz_sha256")
-        if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
+        if digest is not None and bytes_digest(blob) != digest:
             raise ValueError("the arrays do not match the checksum in "
                              f"{json_path.name} (truncated or overwritten)")
         with np.load(io.BytesIO(blob)) as npz:
@@ -406,7 +405,7 @@ def load_arrays(split: str, data_root: str | os.PathLike | None = None, *,
         try:
             return read_split(cfg, split, npz_path, json_path)
         except CorruptCache as err:
-            warnings.warn(f"{err}; generating it again", stacklevel=2)
+            cache_warning(f"{err}; generating it again")
     data = generate_split(cfg, split, progress=progress)
     save_split(data, npz_path, json_path)
     return data

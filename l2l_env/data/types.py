@@ -18,6 +18,8 @@ from typing import Literal, overload
 
 import numpy as np
 
+from segmenter.disk_cache import content_key, file_digest
+
 Box = tuple[float, float, float, float]
 """An axis-aligned box ``(x, y, w, h)`` in pixels of the original image."""
 
@@ -97,6 +99,8 @@ class RefTable:
     split: str
     refs: list[RefRecord]
     load_image: Callable[[int], np.ndarray]
+    sources: tuple[str, ...] = ()
+    """The annotation files the records were read from (none for generated data)."""
 
     @property
     def image_ids(self) -> list[int]:
@@ -117,7 +121,18 @@ class RefTable:
         """The records whose image is in ``image_ids`` (how labeled/unlabeled splits are made)."""
         keep = set(int(i) for i in image_ids)
         return RefTable(self.name, self.split, [r for r in self.refs if r.image_id in keep],
-                        self.load_image)
+                        self.load_image, self.sources)
+
+    def fingerprint(self) -> str:
+        """A key of what the table was read from: its records (ids, boxes, sentences), the
+        hashes of its annotation files and its loader's key of the image files (sizes and
+        modification times) when it has one; a cache built from the table is keyed by it."""
+        records = [[r.ref_id, r.image_id, list(r.box), [list(s) for s in r.sentences]]
+                   for r in self.refs]
+        images = getattr(self.load_image, "fingerprint", None)
+        return content_key({"name": self.name, "split": self.split, "records": records,
+                            "sources": [file_digest(p) for p in self.sources],
+                            "images": images() if images is not None else None})
 
 
 Mode = Literal["per_ref", "per_sentence"]

@@ -7,8 +7,9 @@ File format (``l2l-priors/1``), one JSON object per line::
 
 ``id`` is the sample id ``"ref_id:sent_id"``; ``check`` is a short hash of what the prior was
 computed from (image id, phrase, referent box), so an entry of another version of the data is
-recomputed rather than trusted. Lines are appended in chunks, each flushed to disk, so a killed run
-loses at most one chunk; :func:`compute_priors` resumes, skipping done samples. A last line cut
+recomputed rather than trusted; ``sum`` (last) is the checksum of the entry, so an entry whose
+bytes changed is named and recomputed too. Lines are appended in chunks, each flushed to disk,
+so a killed run loses at most one chunk; :func:`compute_priors` resumes, skipping done samples. A last line cut
 short by a kill (no trailing newline) is dropped on resume and when reading; any other bad line
 is an error naming the file and line. Later lines win over earlier ones with the same id.
 
@@ -35,6 +36,7 @@ import numpy as np
 from l2l_env.data.cache import atomic_write_bytes
 from l2l_env.data.types import RefSplit, ReferringSample
 from l2l_env.priors.base import Grounding, PriorProvider
+from segmenter.disk_cache import cache_warning, content_key
 from segmenter.files import sweep_temporaries
 
 FORMAT = "l2l-priors/1"
@@ -59,6 +61,8 @@ class PriorEntries:
     groundings: dict[str, Grounding] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
     header: dict[str, Any] | None = None
+    damaged: int = 0
+    """Entries left out because they did not match their checksum."""
 
     def update(self, other: PriorEntries) -> None:
         self.groundings.update(other.groundings)
@@ -117,6 +121,18 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
 
 # -- reading -----------------------------------------------------------------------------------
 
+def entry_line(entry: dict[str, Any]) -> str:
+    """One JSONL line of ``entry`` with its checksum (``sum``)."""
+    return json.dumps({**entry, "sum": content_key(entry, 16)})
+
+
+def entry_intact(obj: dict[str, Any]) -> bool:
+    """Whether an entry matches its checksum (entries written without one are taken as is)."""
+    if "sum" not in obj:
+        return True
+    return content_key({k: v for k, v in obj.items() if k != "sum"}, 16) == obj["sum"]
+
+
 def _parse_lines(path: Path, data: bytes) -> tuple[PriorEntries, int]:
     """Entries of one file and the number of bytes that hold complete lines."""
     end = data.rfind(b"\n") + 1  # after the last newline: empty, or a write cut short by a kill
@@ -138,6 +154,8 @@ def _parse_lines(path: Path, data: bytes) -> tuple[PriorEntries, int]:
                     raise ValueError(f"unknown format {obj['format']!r}, expected {FORMAT!r}")
                 if entries.header is None:
                     entries.header = obj
+            elif not entry_intact(obj):
+                entries.damaged += 1
             else:
                 sid = obj["id"]
                 entries.groundings[sid] = Grounding.from_dict(obj)
@@ -146,6 +164,9 @@ def _parse_lines(path: Path, data: bytes) -> tuple[PriorEntries, int]:
             raise CacheError(f"prior cache {path}, line {number}: corrupt entry ({err}); expected "
                              "a JSON object with 'id' and 'box' (delete the file to recompute)"
                              ) from None
+    if entries.damaged:
+        cache_warning(f"prior cache {path}: {entries.damaged} entries do not match their checksum "
+                      "(corrupt); computing them again")
     if entries.groundings and entries.header is None:
         raise CacheError(f"prior cache {path} has no header line ({{\"format\": \"{FORMAT}\", ...}}): "
                          "not a file written by l2l-priors (delete it to recompute)")
@@ -190,15 +211,19 @@ def _check_header(path: Path, header: dict | None, expected: dict | None) -> Non
                          "use another output file or delete it")
 
 
+def write_entries(path: Path, entries: PriorEntries) -> None:
+    """Rewrite ``path`` (atomically) with the header and entries of ``entries``."""
+    lines = [json.dumps(entries.header or {"format": FORMAT})]
+    for sid, g in entries.groundings.items():
+        lines.append(entry_line({"id": sid, "check": entries.checks.get(sid, ""), **g.to_dict()}))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
 def merge_shards(path: str | os.PathLike, remove: bool = False) -> Path:
     """Fold ``FILE.shard-*`` into ``FILE`` (atomically rewritten); optionally delete the shards."""
     path = Path(path)
     shards = shard_files(path)
-    entries = read_priors(path)
-    lines = [json.dumps(entries.header or {"format": FORMAT})]
-    for sid, g in entries.groundings.items():
-        lines.append(json.dumps({"id": sid, "check": entries.checks.get(sid, ""), **g.to_dict()}))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    write_entries(path, read_priors(path))
     if remove:
         for shard in shards:
             shard.unlink()
@@ -326,7 +351,9 @@ def compute_priors(provider: PriorProvider,
             data = path.read_bytes()
             existing, valid = _parse_lines(path, data)
             _check_header(path, existing.header, want_header)
-            if valid < len(data):  # drop a line cut short by a kill before appending
+            if existing.damaged:  # rewritten without them; they are computed again below
+                write_entries(path, existing)
+            elif valid < len(data):  # drop a line cut short by a kill before appending
                 with open(path, "r+b") as fh:
                     fh.truncate(valid)
         todo = _todo(existing, source, positions)
@@ -351,7 +378,7 @@ def compute_priors(provider: PriorProvider,
                 for k, s, g in zip(chunk, batch, groundings):
                     if g.image_size is None:
                         g = replace(g, image_size=(int(s.image.shape[0]), int(s.image.shape[1])))
-                    lines.append(json.dumps({"id": source.ids[k], "check": source.checks[k],
+                    lines.append(entry_line({"id": source.ids[k], "check": source.checks[k],
                                              **g.to_dict()}))
                 fh.write("\n".join(lines) + "\n")
                 fh.flush()
