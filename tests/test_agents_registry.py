@@ -31,8 +31,11 @@ def test_make_builds_each_builtin(name):
 
 
 def test_every_registered_name_is_known_here():
-    """A new agent must be added to BUILTIN (and so to the tests that go over it)."""
-    assert set(agents.available()) == set(BUILTIN) | {"sb3:<variant>"}
+    """A new agent must be added to BUILTIN (and so to the tests that go over it). Agents that
+    other tests register from plugin modules are not the package's own."""
+    own = {n for n in agents.available()
+           if agents.agent_class(n.replace("<variant>", "ppo")).__module__.startswith("agents.")}
+    assert own == set(BUILTIN) | {"sb3:<variant>"}
 
 
 @pytest.mark.parametrize("name", [n for n in BUILTIN if n != "l2l"])
