@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from experiments.outputs import CHECKPOINTS, checkpoint_name
-from segmenter.files import atomic_file, atomic_folder
+from segmenter.shared.files import atomic_file, atomic_folder
 
 FORMAT = "l2l-run-checkpoint/1"
 

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from l2l_env.cli_utils import parse_value
 from l2l_env.config import SEED_LIMIT, DataSettings, EnvConfig
 from l2l_env.labels import action_space
-from segmenter.typed import describe_type, fits
+from segmenter.shared.typed import describe_type, fits
 
 if TYPE_CHECKING:
     from agents import Agent

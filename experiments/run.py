@@ -24,7 +24,7 @@ from typing import Any
 from experiments import config as C
 from experiments import outputs as O
 from experiments import plugins
-from segmenter.files import disk_full
+from segmenter.shared.files import disk_full
 
 
 def build_parser() -> argparse.ArgumentParser:

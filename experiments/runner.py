@@ -41,8 +41,8 @@ from experiments.config import RunConfig, differences
 from experiments.logs import RunLogger, eval_panels, selection_panels, tb_dir
 from experiments.recorder import PseudoLabelStats, StepRecorder
 from experiments.report import METRIC_KEYS, write_json
-from segmenter.disk_cache import CacheFile
-from segmenter.files import sweep_temporaries
+from segmenter.shared.disk_cache import CacheFile
+from segmenter.shared.files import sweep_temporaries
 
 KILL_ENV = "L2L_RUN_KILL_AT_STEP"
 """Testing hook: SIGKILL this process when the loop reaches this many env steps (mid-chunk)."""

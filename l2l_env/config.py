@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from segmenter.typed import strict_config
+from segmenter.shared.typed import strict_config
 
 LABEL_SOURCES = ("teacher", "prior", "fused")
 ACTION_FORMS = ("construct", "select")

@@ -463,7 +463,7 @@ class PseudoLabelEnv(gym.Env):
         loader: prepared ahead (by a worker, while this window is predicted) when the next
         window's rows are already scheduled."""
         if self._inputs is None:
-            from segmenter.data import BatchLoader
+            from segmenter.shared.loader import BatchLoader
 
             self._inputs = BatchLoader(_WindowInputs(self.loop_bank),
                                        num_workers=min(1, self.config.num_workers),

@@ -19,7 +19,7 @@ import torch
 
 from l2l_env.bank import SampleBank
 from l2l_env.loop_data import LoopData, load_loop_data, load_table_of
-from segmenter.disk_cache import CacheFile
+from segmenter.shared.disk_cache import CacheFile
 
 
 def segmenter_config(config: Any, table: Any = None):

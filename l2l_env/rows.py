@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from l2l_env.packed import HEAD, read_header
-from segmenter.disk_cache import CacheFile, content_key
-from segmenter.files import sweep_temporaries
+from segmenter.shared.disk_cache import CacheFile, content_key
+from segmenter.shared.files import sweep_temporaries
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 
@@ -239,7 +239,7 @@ def write_packed_images(path: str | os.PathLike, load: Callable[[int], np.ndarra
     """Decode, resize and append every image of ``image_ids`` to ``path``, written atomically
     (an interrupted build leaves no file), and open it."""
     from segmenter.data import resize_images
-    from segmenter.files import atomic_file
+    from segmenter.shared.files import atomic_file
 
     sizes = np.zeros((len(image_ids), 2), dtype="<i8")
     with atomic_file(path) as fh:

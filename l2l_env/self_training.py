@@ -16,6 +16,7 @@ import numpy as np
 
 from l2l_env.bank import SampleBank
 from l2l_env.objects import IGNORE
+from segmenter.shared.rng import stream, swap_priors
 
 
 class SelfTrainer:
@@ -133,14 +134,14 @@ class SelfTrainer:
         no-answer map) with chance ``pseudo_prior_dropout``."""
         if self.pseudo_prior_dropout <= 0 or len(priors) == 0:
             return priors
-        drop = np.random.default_rng([step, 5]).random(len(priors)) < self.pseudo_prior_dropout
+        drop = stream("pseudo_prior_dropout", step).random(len(priors)) < self.pseudo_prior_dropout
         flat = np.float32(self.segmenter.config.no_prior_value)
         return np.where(drop[:, None, None], flat, priors).astype(priors.dtype, copy=False)
 
     def loader(self) -> Any:
         """The batch loader of the updates (its workers start at the first update)."""
         if self._loader is None:
-            from segmenter.data import BatchLoader
+            from segmenter.shared.loader import BatchLoader
 
             cuda = self.segmenter.device.type == "cuda"
             self._loader = BatchLoader(
@@ -165,8 +166,8 @@ def _labeled_priors(lab: SampleBank, idx: np.ndarray, swap: float, step: int) ->
     (seeded by the step: exact on resume)."""
     if swap <= 0 or lab.distractors is None or len(idx) == 0:
         return lab.priors[idx]
-    draw = np.random.default_rng([step, 3]).random(len(idx)) < swap
-    return np.where(draw[:, None, None], lab.distractors[idx], lab.priors[idx])
+    return swap_priors(lab.priors[idx], lab.distractors[idx], swap,
+                       stream("update_prior_swap", step))
 
 
 class _UpdateBatch:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from l2l_env.packed import HEAD, read_header
-from segmenter.disk_cache import CacheFile, content_key, file_stats
+from segmenter.shared.disk_cache import CacheFile, content_key, file_stats
 from segmenter.text import TextEncoder
 
 MAGIC = b"L2LTXT01"
@@ -83,7 +83,7 @@ def write_text_store(path: str | os.PathLike, encoder: TextEncoder, phrases: Seq
                      device: torch.device | str = "cpu") -> TextFeatureStore:
     """Encode ``phrases`` in order, in batches of :data:`ENCODE_BATCH`, into ``path`` (written
     atomically: an interrupted build leaves no file) and open it."""
-    from segmenter.files import atomic_file
+    from segmenter.shared.files import atomic_file
 
     phrases = list(phrases)
     offsets = np.zeros(len(phrases) + 1, dtype="<i8")

@@ -22,8 +22,8 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    """Import the public names on first use, so that the torch-free helpers (``segmenter.files``,
-    ``segmenter.typed``) can be used without importing torch."""
+    """Import the public names on first use: the torch-free helpers of :mod:`segmenter.shared`
+    (used by the data and prior tools) do not import torch."""
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value

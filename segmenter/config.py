@@ -176,7 +176,7 @@ class SegmenterConfig:
     def from_dict(cls, data: dict[str, Any]) -> SegmenterConfig:
         """The config of ``data``; an unknown key or a value of the wrong type is an error that
         names it."""
-        from segmenter.typed import strict_config
+        from segmenter.shared.typed import strict_config
 
         if "warmup_steps" in data:
             raise ValueError("SegmenterConfig key 'warmup_steps' is now 'lr_warmup_steps' (the "

@@ -16,7 +16,7 @@ from torch import nn
 
 from segmenter.config import SegmenterConfig
 from segmenter.ema import ema_update, make_teacher
-from segmenter.files import atomic_file
+from segmenter.shared.files import atomic_file
 from segmenter.loss import loss_terms
 from segmenter.model import GuidedSegNet
 from segmenter.prior_noise import warp_priors
@@ -352,7 +352,7 @@ class Segmenter:
         self._generator.set_state(state["generator"])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (:func:`segmenter.files.atomic_file`)."""
+        """Write :meth:`state_dict` to ``path`` atomically (:func:`segmenter.shared.files.atomic_file`)."""
         with atomic_file(path) as fh:
             torch.save(self.state_dict(), fh)
 

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from segmenter.data import BatchLoader
+from segmenter.shared.loader import BatchLoader
 from segmenter.engine import Segmenter
+from segmenter.shared.rng import stream, swap_priors
 
 
 @dataclass
@@ -62,9 +63,8 @@ class _FitBatch:
         idx = batch_indices(self.n, self.batch_size, step, self.seed)
         batch_priors = None if self.priors is None else self.priors[idx]
         if self.prior_swap > 0:
-            draw = np.random.default_rng([self.seed, step, 1]).random(len(idx))
-            swap = draw < self.prior_swap
-            batch_priors = np.where(swap[:, None, None], self.alt_priors[idx], batch_priors)
+            batch_priors = swap_priors(batch_priors, self.alt_priors[idx], self.prior_swap,
+                                       stream("fit_prior_swap", self.seed, step))
         return {"step": step, "images": self.images[idx], "priors": batch_priors,
                 "phrases": [self.phrases[i] for i in idx], "targets": self.targets[idx],
                 "weights": None if self.weights is None else self.weights[idx],
@@ -97,7 +97,7 @@ def fit(segmenter: Segmenter, images: np.ndarray, priors: np.ndarray | None,
     streamed fields of ``l2l_env.bank.SampleBank``). Batch ``step`` is a function of the step
     alone (:func:`batch_indices`, and the prior swap seeded by ``(seed, step)``), so with
     ``num_workers`` > 0 batches are assembled ahead in worker processes
-    (:class:`segmenter.data.BatchLoader`, pinned on CUDA) and training is the same.
+    (:class:`segmenter.shared.loader.BatchLoader`, pinned on CUDA) and training is the same.
     """
     if prior_swap is None:  # the segmenter's own setting, where distractors are given
         prior_swap = segmenter.config.prior_swap if alt_priors is not None else 0.0

@@ -8,7 +8,7 @@ import pytest
 from experiments.run import main as run_main
 from l2l_env.config import make_config
 from segmenter import SegmenterConfig
-from segmenter.typed import describe_type, fits
+from segmenter.shared.typed import describe_type, fits
 
 
 @pytest.mark.parametrize("key, value, expected", [

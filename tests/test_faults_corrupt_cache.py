@@ -84,7 +84,7 @@ def test_stale_temporaries_of_dead_writers_are_swept_and_live_ones_kept(tmp_path
     import subprocess
     import sys
 
-    from segmenter.files import sweep_temporaries
+    from segmenter.shared.files import sweep_temporaries
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -13,7 +13,7 @@ import torch
 
 from l2l_env.data import load_table
 from l2l_env.rows import image_cache_path, image_store
-from segmenter.disk_cache import CacheFile
+from segmenter.shared.disk_cache import CacheFile
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ from l2l_env.factory import build_segmenter
 from l2l_env.loop_data import load_loop_data
 from l2l_env.self_training import SelfTrainer
 from segmenter import fit
-from segmenter.data import BatchLoader
+from segmenter.shared.loader import BatchLoader
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

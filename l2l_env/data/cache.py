@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from segmenter.files import atomic_write_bytes
+from segmenter.shared.files import atomic_write_bytes
 
 __all__ = ["atomic_write_bytes", "cache_dir", "config_key"]
 

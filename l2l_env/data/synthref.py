@@ -30,8 +30,8 @@ from l2l_env.data.cache import atomic_write_bytes, cache_dir, config_key
 from l2l_env.data.synthref_grammar import KINDS, LogicalForm, SceneObject, candidate_forms, realise
 from l2l_env.data.synthref_scene import Scene, sample_scene
 from l2l_env.data.types import ObjectInfo, RefRecord, RefTable
-from segmenter.disk_cache import bytes_digest, cache_warning
-from segmenter.files import sweep_temporaries
+from segmenter.shared.disk_cache import bytes_digest, cache_warning
+from segmenter.shared.files import sweep_temporaries
 
 GENERATOR_VERSION = 1
 """Bump when generation changes what a config produces (old caches are then ignored)."""

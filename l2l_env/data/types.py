@@ -18,7 +18,7 @@ from typing import Literal, overload
 
 import numpy as np
 
-from segmenter.disk_cache import content_key, file_digest
+from segmenter.shared.disk_cache import content_key, file_digest
 
 Box = tuple[float, float, float, float]
 """An axis-aligned box ``(x, y, w, h)`` in pixels of the original image."""

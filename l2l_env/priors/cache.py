@@ -36,8 +36,8 @@ import numpy as np
 from l2l_env.data.cache import atomic_write_bytes
 from l2l_env.data.types import RefSplit, ReferringSample
 from l2l_env.priors.base import Grounding, PriorProvider
-from segmenter.disk_cache import cache_warning, content_key
-from segmenter.files import sweep_temporaries
+from segmenter.shared.disk_cache import cache_warning, content_key
+from segmenter.shared.files import sweep_temporaries
 
 FORMAT = "l2l-priors/1"
 _SHARD_RE = re.compile(r"\.shard-(\d+)-of-(\d+)$")

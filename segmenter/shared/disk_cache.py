@@ -6,7 +6,7 @@ from (:func:`content_key` of what was read, cheap to compute: file sizes and mod
 annotation file hashes, the settings) and the SHA-256 of its bytes. :meth:`CacheFile.usable`
 verifies both every time the file is opened, before it is used, and says in one line through
 :func:`cache_warning` why a stale or corrupt file is rebuilt. It lives in the lowest package, beside
-:mod:`segmenter.files`, so that every layer can use it.
+:mod:`segmenter.shared.files`, so that every layer can use it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segmenter.files import atomic_write_bytes
+from segmenter.shared.files import atomic_write_bytes
 
 FORMAT = "l2l-cache/1"
 
