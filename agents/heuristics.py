@@ -42,9 +42,7 @@ import numpy as np
 
 from agents.base import Agent, config_from, read_manifest, register, write_manifest
 from agents.obs import Obs, as_batch, unbatch
-from l2l_env.labels import BACKGROUND, FOREGROUND, IGNORE, TEACHER
-
-ACTION_FORMS = ("construct", "select")
+from l2l_env.labels import ACTION_FORMS, BACKGROUND, FOREGROUND, IGNORE, TEACHER
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,7 @@ def child(data_root: Path, cache: Path, backbone: Path, out: Path, steps: int) -
     import numpy as np
     import torch
 
+    import agents
     from experiments import config as C
     from experiments.runner import Runner
 
@@ -186,8 +187,8 @@ def child(data_root: Path, cache: Path, backbone: Path, out: Path, steps: int) -
     torch.set_num_threads(cfg.threads)
     runner = Runner(cfg, C.resolved_dict(cfg, resolved))
     runner.prepare()
-    env = runner.env
-    agent = runner.make_agent()
+    env = runner.parts.env
+    agent = agents.make(cfg.agent, **resolved["agent_kwargs"])
     obs, _ = env.reset(seed=cfg.seed)
     obs, *_ = env.step(agent.act(obs, deterministic=True))
     t_first = time.perf_counter()
@@ -197,14 +198,14 @@ def child(data_root: Path, cache: Path, backbone: Path, out: Path, steps: int) -
         if term or trunc:
             obs, _ = env.reset()
     loop_s = time.perf_counter() - t_first
-    info = runner.data_info
+    info = runner.parts.data_info
     u = env.unwrapped
     return {"startup_s": round(startup, 2), "steps": steps, "loop_s": round(loop_s, 2),
             "steps_per_s": round((steps - 1) / loop_s, 3),
             "n_sentences": int(info.get("train_sentences", 0)),
             "train_images": len(u.label_split.labeled) + len(u.label_split.unlabeled),
             "labeled_images": len(u.label_split.labeled),
-            "loop_pool_samples": len(u.unlabeled), "timing": runner.timing,
+            "loop_pool_samples": len(u.unlabeled), "timing": runner.run_ctx.timing,
             "text_features": info.get("text_features", "encoded up front"),
             "image_store": type(u.unlabeled.images.store).__name__,
             "probe_mIoU_seen": float(np.float32(u.trainer.probe_miou or 0.0))}

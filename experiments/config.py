@@ -21,40 +21,39 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
 from gymnasium import spaces
 
+import agents
+from agents import Agent
 from l2l_env.cli_utils import parse_value
-from l2l_env.config import SEED_LIMIT, DataSettings, EnvConfig
+from l2l_env.config import SEED_LIMIT, EnvConfig, SharedSettings, make_config
+from l2l_env.data import DATASETS, SPLITS, check_options
 from l2l_env.labels import action_space
+from l2l_env.priors import PRESETS, PROVIDERS
+from l2l_env.priors.simulated import DEFAULT_PRESET
+from l2l_env.warmup import warmup_key as warmup_hash
+from segmenter.config import SegmenterConfig
 from segmenter.shared.typed import describe_type, fits
-
-if TYPE_CHECKING:
-    from agents import Agent
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 """Where the shipped configs live (``--config NAME`` finds ``NAME.toml`` here)."""
+DEFAULT_RUN = CONFIG_DIR / "default.toml"
+"""The built-in default run: the lowest layer of every config (:func:`load_config`)."""
 DICT_FIELDS = ("data_options", "agent_options", "prior_options", "env", "segmenter")
 RUNTIME_KEYS = frozenset({"device", "threads", "progress", "out", "eval_batch", "log_images",
                           "warmup_cache", "num_workers"})
 """Keys that may change when a run is resumed (they change how, not what, it computes)."""
-ENV_KEYS_SET_BY_RUN = {
-    "dataset": "dataset", "data_root": "data_root", "data_options": "data_options",
-    "label_ratio": "label_ratio", "split_seed": "split_seed", "split_dir": "split_dir",
-    "prior_provider": "prior", "prior_options": "prior / prior_options", "cache_dir": "cache_dir",
-    "segmenter": "segmenter", "device": "device", "seed": "seed",
-    "warmup_steps": "warmup_steps (the run does the warm-up itself)",
-    "warmup_cache": "warmup_cache", "num_workers": "num_workers",
-    "object_attributes": "object_attributes",
-}
-"""EnvConfig fields that the run sets from its own top-level keys (not allowed under ``env.``)."""
-
-
 @dataclass
-class RunConfig(DataSettings):
-    """Everything one ``l2l-run`` does; the defaults are the built-in default run (SynthRef, 5%
-    labels, the ``l2l`` agent), budgeted to finish in about 15 minutes on a 2-core CPU.
+class RunConfig(SharedSettings):
+    """Everything one ``l2l-run`` does. It holds the env's, the segmenter's and the agent's
+    configs as sub-tables (``env``, ``segmenter``, ``agent_options``: overrides of their own
+    defaults) and shares the settings both it and the env have (:class:`SharedSettings`: data,
+    warm-up, seed, device, caches), so each default is written once. The built-in default run
+    (SynthRef, 5% labels, the ``l2l`` agent, budgeted to finish in about 15 minutes on a 2-core
+    CPU) is ``configs/default.toml``, the lowest layer of :func:`load_config`.
 
     Data: ``dataset``, ``data_root`` (RefCOCO: the refer data root; SynthRef: where the generated
     data set is cached, default ``cache_dir``), ``data_options`` (loader options, e.g.
@@ -94,10 +93,7 @@ class RunConfig(DataSettings):
 
     agent: str = "l2l"
     agent_options: dict[str, Any] = field(default_factory=dict)
-    prior: str = "simulated/qwen2.5-vl-7b"
-    prior_options: dict[str, Any] = field(default_factory=dict)
-    warmup_steps: int = 500
-    warmup_batch: int = 32
+    prior: str = f"simulated/{DEFAULT_PRESET}"
     loop_steps: int = 3072
     chunk_steps: int = 0
     checkpoint_every: int = 100
@@ -107,13 +103,8 @@ class RunConfig(DataSettings):
     eval_subset: int = 200
     log_images: int = 4
     env: dict[str, Any] = field(default_factory=dict)
-    segmenter: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
     out: str | None = None
-    device: str = "cpu"
     threads: int = 2
-    cache_dir: str | None = None
-    warmup_cache: str | None = None
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,8 +248,11 @@ def from_dict(settings: dict[str, Any], base: RunConfig | None = None, where: st
 
 def load_config(file: str | os.PathLike | None = None, flags: dict[str, Any] | None = None,
                 overrides: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:
-    """Defaults (or ``base``) <- TOML ``file`` <- ``flags`` (non-None values) <- ``KEY=VALUE``."""
-    cfg = base if base is not None else RunConfig()
+    """The built-in default run (``configs/default.toml``; or ``base``) <- TOML ``file`` <-
+    ``flags`` (non-None values) <- ``KEY=VALUE``."""
+    if base is None:
+        base = from_dict(read_toml(DEFAULT_RUN), where=f" in {DEFAULT_RUN}")
+    cfg = base
     if file is not None:
         path = find_config(file)
         cfg = from_dict(read_toml(path), cfg, where=f" in {path}")
@@ -272,18 +266,16 @@ def load_config(file: str | os.PathLike | None = None, flags: dict[str, Any] | N
 # ----------------------------------------------------------------------------- resolution
 
 def parse_prior(spec: str, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """``"simulated/qwen2.5-vl-7b"`` -> ``("simulated", {"preset": ...})``; ``"cache/FILE"`` ->
+    """``"simulated/PRESET"`` -> ``("simulated", {"preset": PRESET})``; ``"cache/FILE"`` ->
     ``("cache", {"path": FILE})``; ``"mllm/DIR"`` -> ``("mllm", {"model": DIR})``."""
-    from l2l_env.priors import PRESETS, PROVIDERS
-
     provider, _, arg = spec.partition("/")
     if provider not in PROVIDERS:
         raise ValueError(f"prior {spec!r}: unknown provider {provider!r}; expected PROVIDER/ARG with "
-                         f"PROVIDER one of {sorted(PROVIDERS)} (e.g. simulated/qwen2.5-vl-7b, "
+                         f"PROVIDER one of {sorted(PROVIDERS)} (e.g. simulated/{DEFAULT_PRESET}, "
                          f"cache/priors.jsonl, mllm/models/Qwen2.5-VL-7B)")
     kwargs: dict[str, Any] = {}
     if provider == "simulated":
-        preset = arg or "qwen2.5-vl-7b"
+        preset = arg or DEFAULT_PRESET
         if preset not in PRESETS:
             raise ValueError(f"prior {spec!r}: unknown simulated preset {preset!r}; expected one of "
                              f"{sorted(PRESETS)}")
@@ -310,8 +302,6 @@ def default_out(cfg: RunConfig) -> str:
 
 
 def eval_splits(cfg: RunConfig) -> list[str]:
-    from l2l_env.data import SPLITS
-
     return list(cfg.eval_splits) or [s for s in SPLITS[cfg.dataset] if s != "train"]
 
 
@@ -319,8 +309,6 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """The agent's keyword arguments: ``agent_options`` plus the run's seed and device where the
     agent takes them, and a rollout length that fits the checkpoint chunks for SB3 on-policy
     algorithms (SB3's default of 2048 steps would overshoot short loops)."""
-    import agents
-
     cls = agents.agent_class(cfg.agent)
 
     def names_an_agent(key: str) -> bool:
@@ -347,30 +335,37 @@ def agent_kwargs(cfg: RunConfig) -> dict[str, Any]:
 
 def rollout_length(cfg: RunConfig) -> int:
     """Env steps per learning update of the agent (1 for heuristics)."""
-    import agents
-
     return agents.agent_class(cfg.agent).rollout_length(cfg.agent, agent_kwargs(cfg))
 
 
+def run_keys() -> dict[str, str]:
+    """The env settings the run sets from its own keys, each with the run key that sets it: the
+    settings both configs share (:class:`SharedSettings`) and those whose field names its run key
+    (``metadata["run_key"]``); not allowed under ``env.``."""
+    shared = {f.name for f in dataclasses.fields(SharedSettings)}
+    return {f.name: f.metadata.get("run_key", f.name) for f in dataclasses.fields(EnvConfig)
+            if f.name in shared or "run_key" in f.metadata}
+
+
 def env_kwargs(cfg: RunConfig, agent_label_source: str | None = None) -> dict[str, Any]:
-    """The :class:`l2l_env.config.EnvConfig` settings of the run."""
-    bad = sorted(set(cfg.env) & set(ENV_KEYS_SET_BY_RUN))
+    """The :class:`l2l_env.config.EnvConfig` settings of the run: the shared settings from the
+    run, the ``env`` table for the rest. The run does the warm-up itself (``warmup_steps`` 0)."""
+    owned = run_keys()
+    bad = sorted(set(cfg.env) & set(owned))
     if bad:
         raise ValueError(f"env.{bad[0]} is set by the run; use the top-level key "
-                         f"{ENV_KEYS_SET_BY_RUN[bad[0]]!r} instead")
+                         f"{owned[bad[0]]!r} instead")
     provider, prior_opts = parse_prior(cfg.prior, cfg.prior_options)
-    kwargs: dict[str, Any] = {
-        "dataset": cfg.dataset, "data_root": cfg.data_root, "data_options": dict(cfg.data_options),
-        "label_ratio": min(cfg.label_ratio, 1.0), "split_seed": cfg.split_seed,
-        "split_dir": cfg.split_dir, "prior_provider": provider, "prior_options": prior_opts,
-        "cache_dir": cfg.cache_dir, "segmenter": segmenter_kwargs(cfg), "device": cfg.device,
-        "seed": cfg.seed, "warmup_steps": 0, "progress_horizon": max(1, loop_total(cfg)),
-        "num_workers": cfg.num_workers,
+    kwargs: dict[str, Any] = {f.name: copy.deepcopy(getattr(cfg, f.name))
+                              for f in dataclasses.fields(SharedSettings)}
+    kwargs.update({
+        "label_ratio": min(cfg.label_ratio, 1.0), "prior_provider": provider,
+        "prior_options": prior_opts, "segmenter": segmenter_kwargs(cfg), "warmup_steps": 0,
+        "warmup_cache": None, "progress_horizon": max(1, loop_total(cfg)),
         "object_attributes": cfg.resolved_object_attributes(),
-    }
+    })
     if agent_label_source is not None:
         kwargs["label_source"] = agent_label_source
-    import agents
     if agents.agent_class(cfg.agent).needs_truth:  # analysis-only oracle: info["oracle"] says so
         kwargs["oracle_obs"] = True
     kwargs.update(copy.deepcopy(cfg.env))
@@ -424,18 +419,12 @@ def validate(cfg: RunConfig, check_paths: bool = True) -> dict[str, Any]:
 
     Raises ``ValueError`` / ``FileNotFoundError`` naming the key or path at fault.
     """
-    import agents
-    from l2l_env.config import make_config
-    from l2l_env.data import DATASETS, SPLITS
-    from segmenter import SegmenterConfig
-
     if cfg.dataset not in DATASETS:
         raise ValueError(f"config key 'dataset'={cfg.dataset!r} is unknown; expected one of "
                          f"{sorted(DATASETS)}")
     if cfg.dataset != "synthref" and not cfg.data_root:
         raise ValueError(f"{cfg.dataset} needs data_root (--data-root DIR): the refer data root with "
                          f"{cfg.dataset}/instances.json and {cfg.dataset}/refs(...).p")
-    from l2l_env.data import check_options
     check_options(cfg.dataset, cfg.data_options)
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
         raise ValueError(f"config key 'device'={cfg.device!r} is unknown; expected 'cpu', 'cuda', "
@@ -514,7 +503,8 @@ def check_agent(cfg: RunConfig, agent_cls: type[Agent], space: spaces.Space) -> 
                          f"{err.args[0] if err.args else err}") from None
 
 
-def missing_paths(cfg: RunConfig, provider: str, prior_opts: dict[str, Any], seg_cfg: Any
+def missing_paths(cfg: RunConfig, provider: str, prior_opts: dict[str, Any],
+                  seg_cfg: SegmenterConfig
                   ) -> list[str]:
     """Human-readable problems with the paths and devices a run would read (empty: all there)."""
     problems = []
@@ -542,7 +532,6 @@ def missing_paths(cfg: RunConfig, provider: str, prior_opts: dict[str, Any], seg
     if cfg.split_dir and Path(cfg.split_dir).exists() and not Path(cfg.split_dir).is_dir():
         problems.append(f"split_dir {cfg.split_dir!r} is not a folder")
     if cfg.device.startswith("cuda"):
-        import torch
         if not torch.cuda.is_available():
             problems.append(f"device {cfg.device!r} but CUDA is not available on this machine")
     return problems
@@ -556,9 +545,7 @@ def check_paths_exist(cfg: RunConfig, provider: str, prior_opts: dict[str, Any],
 
 def warmup_key(cfg: RunConfig, resolved: dict[str, Any]) -> str:
     """A hash of everything the supervised warm-up's result depends on."""
-    from l2l_env.factory import warmup_key as key
-
-    return key(resolved["env"], resolved["segmenter"], resolved["warmup_steps"], cfg.warmup_batch,
+    return warmup_hash(resolved["env"], resolved["segmenter"], resolved["warmup_steps"], cfg.warmup_batch,
                cfg.seed)
 
 

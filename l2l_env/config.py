@@ -6,10 +6,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from l2l_env.data import DATASETS, OBJECT_ATTRIBUTES
+from l2l_env.labels import ACTION_FORMS
+from l2l_env.rewards import REWARDS
+from l2l_env.warmup import WarmupSettings
+from segmenter.shared.settings import Runtime
 from segmenter.shared.typed import strict_config
 
 LABEL_SOURCES = ("teacher", "prior", "fused")
-ACTION_FORMS = ("construct", "select")
 SEED_LIMIT = 2**32
 """Seeds are ints in ``[0, SEED_LIMIT)``: what every RNG a run seeds accepts (numpy's legacy one
 included, which Stable-Baselines3 seeds)."""
@@ -24,7 +28,8 @@ class DataSettings:
     classes train the segmenter's object-attribute heads (see :mod:`l2l_env.objects`; None: the
     data set's own, ``l2l_env.data.OBJECT_ATTRIBUTES``: SynthRef ``shape``, ``colour``, ``size``,
     the refer data sets ``category``; an empty list: none).
-    Shared by :class:`EnvConfig` and the run config, so each default has one source."""
+    Shared by :class:`EnvConfig` and the run config (through :class:`SharedSettings`), so each
+    default has one source."""
 
     dataset: str = "synthref"
     data_root: str | None = None
@@ -39,13 +44,24 @@ class DataSettings:
         """``object_attributes``, or the data set's own when it is None."""
         if self.object_attributes is not None:
             return list(self.object_attributes)
-        from l2l_env.data import OBJECT_ATTRIBUTES
-
         return list(OBJECT_ATTRIBUTES.get(self.dataset, ()))
 
 
 @dataclass
-class EnvConfig(DataSettings):
+class SharedSettings(DataSettings, WarmupSettings, Runtime):
+    """The settings the env and the run both have, each default written once: the data
+    (:class:`DataSettings`), the warm-up (:class:`l2l_env.warmup.WarmupSettings`), ``seed`` and
+    ``device`` (:class:`segmenter.shared.settings.Runtime`), ``cache_dir`` (data and prior cache;
+    None: ``$L2L_CACHE_DIR`` or ``~/.cache/l2l``), ``prior_options`` (the prior provider's
+    arguments) and ``segmenter`` (overrides of :class:`segmenter.SegmenterConfig`)."""
+
+    cache_dir: str | None = None
+    prior_options: dict[str, Any] = field(default_factory=dict)
+    segmenter: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnvConfig(SharedSettings):
     """Every setting of :class:`l2l_env.env.PseudoLabelEnv`, with its default.
 
     Data and priors
@@ -53,13 +69,15 @@ class EnvConfig(DataSettings):
         loader options (e.g. ``{"num_train": 2000}`` for SynthRef).
         label_ratio, split_seed, split_dir: the labeled/unlabeled split of the train images.
         prior_provider, prior_options, proposal: MLLM prior provider (``simulated``, ``mllm``,
-        ``cache``), its options (e.g. ``{"preset": "qwen2.5-vl-7b"}``) and the soft-proposal kind.
+        ``cache``), its options (e.g. ``{"preset": ...}``; none: the provider's defaults) and the
+        soft-proposal kind.
         cache_dir: where generated data and priors are cached (None: ``$L2L_CACHE_DIR`` or ~/.cache).
     Segmenter
         segmenter: overrides of :class:`segmenter.SegmenterConfig` (ignored when a segmenter object is
-        handed in). warmup_steps: supervised steps on the labeled split at construction (0: none);
-        warmup_cache: a folder where the warmed-up segmenter is kept, keyed by everything it
-        depends on (``l2l_env.factory.warmup_key``), so later envs read it.
+        handed in). warmup_steps: supervised steps (batch warmup_batch) on the labeled split at
+        construction (0: none); warmup_cache: a folder where the warmed-up segmenter is kept,
+        keyed by everything it depends on (:func:`l2l_env.warmup.warmup_key`), so later envs
+        and runs read it.
         checkpoint: a segmenter checkpoint to start from.
     Label construction and self-evolution
         grid_size: the action grid G.
@@ -88,13 +106,8 @@ class EnvConfig(DataSettings):
         agents; needs ``diagnostics``). device, seed.
     """
 
-    prior_provider: str = "simulated"
-    prior_options: dict[str, Any] = field(default_factory=lambda: {"preset": "qwen2.5-vl-7b"})
+    prior_provider: str = field(default="simulated", metadata={"run_key": "prior"})
     proposal: str = "box"
-    cache_dir: str | None = None
-    segmenter: dict[str, Any] = field(default_factory=dict)
-    warmup_steps: int = 0
-    warmup_cache: str | None = None
     checkpoint: str | None = None
     grid_size: int = 32
     action: str = "construct"
@@ -113,15 +126,9 @@ class EnvConfig(DataSettings):
     include_image: bool = False
     diagnostics: bool = True
     oracle_obs: bool = False
-    device: str = "cpu"
-    seed: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value."""
-        from l2l_env.rewards import REWARDS
-
-        from l2l_env.data import DATASETS
-
         checks = [
             (self.dataset in DATASETS, "dataset", f"one of {sorted(DATASETS)}"),
             (self.dataset == "synthref" or bool(self.data_root), "data_root",
@@ -146,6 +153,7 @@ class EnvConfig(DataSettings):
             (self.reward in REWARDS, "reward", f"one of {sorted(REWARDS)}"),
             (self.probe_size >= 0, "probe_size", "a non-negative integer"),
             (self.warmup_steps >= 0, "warmup_steps", "a non-negative integer"),
+            (self.warmup_batch >= 1, "warmup_batch", "a positive integer"),
             (self.num_workers >= 0, "num_workers", "a non-negative integer"),
             (self.object_attributes is None
              or len(set(self.object_attributes)) == len(self.object_attributes),

@@ -25,6 +25,7 @@ CHOICES: tuple[str, ...] = ("ignore", "background", "foreground", "teacher")
 """The per-cell choices of the ``construct`` action, by code."""
 IGNORE, BACKGROUND, FOREGROUND, TEACHER = range(len(CHOICES))
 ACTION_FORMS = ("construct", "select")
+"""The env's action forms (``EnvConfig.action``): per-cell construction or selection."""
 
 
 def action_space(form: str, grid: int) -> spaces.MultiDiscrete | spaces.MultiBinary:

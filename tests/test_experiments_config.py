@@ -10,8 +10,9 @@ from experiments import config as C
 from experiments.run import main as run_main
 
 
-def test_defaults_file_matches_the_builtin_default():
-    assert C.load_config("default").to_dict() == C.RunConfig().to_dict()
+def test_the_builtin_default_run_is_the_defaults_file():
+    assert C.load_config().to_dict() == C.load_config("default").to_dict()
+    assert C.load_config().warmup_steps == 500  # the run's, over the env's default of none
 
 
 def test_overrides_parse_toml_literals_and_dotted_keys():

@@ -74,11 +74,12 @@ def test_a_run_with_more_phrases_than_the_cache_reads_a_store(tmp_path, monkeypa
                         ["segmenter.text_cache_size=64", "threads=1"])
     runner = Runner(cfg, C.resolved_dict(cfg, C.validate(cfg)))
     runner.prepare()
-    assert len(runner.phrases) > 64
-    assert runner.data_info["text_features"].startswith("read per batch from")
-    encoder = runner.segmenter.text_encoder
-    assert isinstance(encoder, StoredTextEncoder) and len(encoder.store) == len(runner.phrases)
-    env = runner.env
+    parts = runner.parts
+    assert len(parts.phrases) > 64
+    assert parts.data_info["text_features"].startswith("read per batch from")
+    encoder = parts.segmenter.text_encoder
+    assert isinstance(encoder, StoredTextEncoder) and len(encoder.store) == len(parts.phrases)
+    env = parts.env
     obs, _ = env.reset(seed=0)
     env.step(env.action_space.sample())
     assert encoder.cache_size_now() <= 64 + 40  # bounded by the cache (plus one batch)

@@ -64,10 +64,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from agents.l2l.policy import SelectorNet
 from agents.obs import as_batch
+from segmenter.shared.settings import Runtime
 
 
 @dataclass
-class L2LConfig:
+class L2LConfig(Runtime):
     """Hyper-parameters of the L2L selector and its PPO update (saved with the agent)."""
 
     # --- rollout and returns
@@ -115,10 +116,7 @@ class L2LConfig:
     init_teacher_prob: float = 0.7
     """``construct``: initial probability of the ``teacher`` choice (the rest shared equally), so
     that the untrained constructor starts close to naive self-training."""
-    # --- run
-    seed: int = 0
-    device: str = "cpu"
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when available)."""
+    # --- run: ``seed`` and ``device`` (``Runtime``; here also ``"auto"``: cuda when available)
 
     def __post_init__(self) -> None:
         self.dilations = tuple(int(d) for d in self.dilations)

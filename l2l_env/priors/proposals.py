@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from l2l_env.priors.base import Grounding
-
-NO_PRIOR_VALUE = 0.5
+from segmenter.config import NO_PRIOR_VALUE
 GAUSS_INSCRIBED = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 """Gaussian sigma, as a fraction of the box side, whose 0.5 contour is the inscribed ellipse."""
 
