@@ -29,12 +29,19 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+import agents
+from agents.heuristics import CellRuleAgent
 from experiments import config as C
 from experiments import sweep
+from experiments import plugins
+from experiments.run import main as run_main
 
 SUPERVISED_ONLY = "none"
 FULLY_SUPERVISED = "supervised"
@@ -45,8 +52,6 @@ TABLE_METRICS = ("mIoU", "oIoU")
 
 def default_agents() -> list[str]:
     """Every registered heuristic agent (``none`` is the supervised-only row), ``sb3:ppo``, ``l2l``."""
-    import agents
-    from agents.heuristics import CellRuleAgent
 
     heuristics = [n for n in agents.available() if not n.endswith(">") and n != SUPERVISED_ONLY
                   and issubclass(agents.agent_class(n), CellRuleAgent)]
@@ -116,10 +121,6 @@ def execute(spec: RunSpec, out: Path, config: str | None, overrides: Sequence[st
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "run.log"
     if in_process:
-        from contextlib import redirect_stderr, redirect_stdout
-
-        from experiments.run import main as run_main
-
         buf = io.StringIO()
         with redirect_stdout(buf), redirect_stderr(buf):
             try:
@@ -160,7 +161,7 @@ def schedule(runs: Sequence[RunSpec], config: str | None, overrides: Sequence[st
             leaders[key] = spec
             events[spec] = threading.Event()
         else:
-            waits[spec] = (cache_dir / f"warmup-{key}.pt", events[leaders[key]])
+            waits[spec] = (warmup_file(cache_dir, key), events[leaders[key]])
     first = list(leaders.values())
     return first + [s for s in runs if s not in events], waits, events
 
@@ -394,7 +395,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.ratios = args.ratios or list(DEFAULT_RATIOS)
     out = Path(args.out)
     try:  # validate every distinct run config before starting anything
-        from experiments import plugins
 
         plugins.load(args.imports)
         agent_names = args.agents or default_agents()
@@ -422,7 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.table_only:
         in_process = args.in_process or False
         print(f"l2l-ablate: {len(runs)} runs, {args.jobs} at a time, into {out}", file=sys.stderr)
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=len(runs), desc="ablation runs")
         if in_process:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from experiments.outputs import TENSORBOARD
+from experiments.pictures import label_overlay, predict_rows
+from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
 
 class RunLogger:
@@ -54,8 +56,6 @@ def selection_panels(segmenter: Any, bank: Any, constructions: Sequence[dict[str
     """One picture (H, W, 3) uint8: per construction (the env's ``last_construction`` records,
     ``row`` into ``bank``) a row of image | prior | prediction | constructed label (labeled
     foreground cyan, labeled background dark), captioned with the phrase."""
-    from experiments.pictures import label_overlay, predict_rows
-    from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
     images, priors, phrases, preds = predict_rows(segmenter, bank, constructions)
     size = images.shape[1]
@@ -73,7 +73,6 @@ def selection_panels(segmenter: Any, bank: Any, constructions: Sequence[dict[str
 def eval_panels(segmenter: Any, images: np.ndarray, priors: np.ndarray, phrases: Sequence[str],
                 masks: np.ndarray) -> np.ndarray:
     """One picture: per evaluation sample image | ground truth | prior | prediction."""
-    from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
     preds = segmenter.predict(images, priors, list(phrases))
     size = images.shape[1]

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
+
 CURVES = (("pl_iou_prior", "prior IoU"), ("pl_iou_teacher", "teacher IoU"),
           ("pl_iou_label", "constructed label IoU"), ("pl_precision", "accuracy of labeled pixels"))
 """The curve keys of ``results.json["pseudo_labels"]["curves"]`` drawn, with their legend."""
@@ -50,7 +52,6 @@ def quality_plot(curves: Sequence[dict[str, float]], path: str | os.PathLike, ti
 def label_overlay(image: np.ndarray, label: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``image`` with labeled foreground tinted cyan, labeled background darkened, ignored pixels
     as they are."""
-    from l2l_env.data.visualize import OVERLAY_COLOURS, overlay
 
     shown = overlay(image, weight * (1.0 - label), (20, 20, 20), alpha=0.55)
     return overlay(shown, weight * label, OVERLAY_COLOURS["selection"], alpha=0.7)
@@ -70,7 +71,6 @@ def samples_picture(segmenter: Any, bank: Any, constructions: Sequence[dict[str,
     """One picture (H, W, 3) uint8: per construction (the env's ``last_construction`` records,
     ``row`` into ``bank``) image | prior | teacher | constructed label | final prediction |
     ground truth, captioned with the phrase."""
-    from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, grid, overlay
 
     images, priors, phrases, preds = predict_rows(segmenter, bank, constructions)
     size = images.shape[1]

@@ -3,8 +3,6 @@
 A plugin is any module that registers with the decorators, e.g.::
 
     # my_agents.py
-    import agents
-    from l2l_env.rewards import Reward, register_reward
 
     @agents.register("mine")
     class Mine(agents.Agent): ...
@@ -27,6 +25,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
+
+import agents
+from l2l_env.rewards import Reward, register_reward
 
 GROUP = "l2l.plugins"
 

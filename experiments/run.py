@@ -13,17 +13,30 @@ Writes ``OUT/results.json`` (config, metrics per eval split, pseudo-label summar
 
 from __future__ import annotations
 
+import os
+
+# Spinning OpenMP threads slow torch down many times over on a shared CPU; this only takes effect
+# before torch is imported (by the imports below), so it comes first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from experiments import config as C
 from experiments import outputs as O
 from experiments import plugins
+from experiments import distributed as D
+from experiments.checkpoint import checkpoint_path
+from experiments.lock import OutputBusy, OutputLock
+from experiments.report import summary_text
+from experiments.runner import Runner
+from segmenter import SegmenterConfig
 from segmenter.shared.files import disk_full
 
 
@@ -92,7 +105,6 @@ def resolve(args: argparse.Namespace) -> tuple[C.RunConfig, dict[str, Any]]:
 
 def dry_run(cfg: C.RunConfig, resolved: dict[str, Any]) -> int:
     """Print the resolved config (and what this machine lacks to run it) without touching data."""
-    from segmenter import SegmenterConfig
 
     full = C.resolved_dict(cfg, resolved)
     print(json.dumps(full, indent=2))
@@ -129,9 +141,6 @@ def _message(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``l2l-run``; returns the exit status (2 for configuration errors)."""
-    # Spinning OpenMP threads slow torch down many times over on a shared CPU; this only takes
-    # effect when torch is not imported yet (the console script).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_intermixed_args(argv)
     try:
         plugins.load(args.imports)
@@ -142,13 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(cfg, resolved)
 
-    import torch
-
-    from experiments import distributed as D
-    from experiments.checkpoint import checkpoint_path
-    from experiments.lock import OutputBusy, OutputLock
-    from experiments.report import summary_text
-    from experiments.runner import Runner
 
     torch.set_num_threads(cfg.threads)
     out = Path(resolved["out"])

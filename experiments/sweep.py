@@ -30,12 +30,12 @@ from experiments import ablate
 from l2l_env.data import load_table
 from l2l_env.data.types import RefSplit
 from l2l_env.priors.report import prior_quality
-from l2l_env.priors.simulated import PRESETS
+from l2l_env.priors.simulated import DEFAULT_PRESET, PRESETS
 from l2l_env.priors.table import load_priors
 
 SWEEPS = ("prior",)
 """What ``--sweep`` can vary."""
-PRESETS_WEAK_TO_STRONG = ("kosmos-2", "florence-2-large", "mid-75", "qwen2.5-vl-7b", "perfect")
+PRESETS_WEAK_TO_STRONG = ("kosmos-2", "florence-2-large", "mid-75", DEFAULT_PRESET, "perfect")
 AGENTS = ("prior", "all", "agreement", "l2l", "oracle-construct")
 """The sweep's agents (``none``, the supervised-only row, is always added)."""
 RATIOS = (0.01, 0.05)

@@ -9,13 +9,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from l2l_env import labels as L
-from l2l_env import factory, schema
+from l2l_env import factory, labels as L, schema
 from l2l_env.bank import concat_banks, pool_to_grid
 from l2l_env.config import SEED_LIMIT, EnvConfig, make_config
+from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, overlay
+from l2l_env.evaluation import evaluate_segmenter, load_eval_split
 from l2l_env.loop_data import LoopData, load_table_of
 from l2l_env.rewards import Reward, StepContext, make_reward
 from l2l_env.self_training import SelfTrainer
+from segmenter.shared.loader import BatchLoader
 
 MAP_KEYS = schema.MAP_KEYS
 
@@ -312,7 +314,6 @@ class PseudoLabelEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, overlay
 
         row = self._row_at(self._global_step)
         pred = self._predictions(self._global_step)
@@ -370,7 +371,6 @@ class PseudoLabelEnv(gym.Env):
 
     def evaluate(self, split: str = "val", batch_size: int = 256) -> dict[str, float]:
         """Metrics of the current student on an evaluation split of the same data set and priors."""
-        from l2l_env.evaluation import evaluate_segmenter, load_eval_split
 
         if split not in self._eval_splits:  # loaded once per env
             self._eval_splits[split] = load_eval_split(self.config, split)
@@ -463,8 +463,6 @@ class PseudoLabelEnv(gym.Env):
         loader: prepared ahead (by a worker, while this window is predicted) when the next
         window's rows are already scheduled."""
         if self._inputs is None:
-            from segmenter.shared.loader import BatchLoader
-
             self._inputs = BatchLoader(_WindowInputs(self.loop_bank),
                                        num_workers=min(1, self.config.num_workers),
                                        pin_memory=self.segmenter.device.type == "cuda"

@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from l2l_env.data import RefSplit
+from l2l_env.loop_data import load_table_of
 from l2l_env.metrics import MetricAccumulator
+from l2l_env.priors import load_priors
+from l2l_env.priors.base import box_iou
+from segmenter.data import resize_images
 
 
 def _to_size(probs: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -37,8 +41,6 @@ class EvalSplit:
 def load_eval_split(config: Any, split: str) -> EvalSplit:
     """``split`` of ``config.dataset`` with the priors of ``config.prior_provider``; ``config`` is
     an :class:`l2l_env.config.EnvConfig` (or anything with its data and prior fields)."""
-    from l2l_env.loop_data import load_table_of
-    from l2l_env.priors import load_priors
 
     samples = RefSplit(load_table_of(config, split), "per_sentence")
     priors = load_priors(config.dataset, split, samples, config.prior_provider,
@@ -51,8 +53,6 @@ def evaluate_segmenter(segmenter: Any, data: EvalSplit, *, batch_size: int = 256
     """mIoU, oIoU, prec@X of ``segmenter`` on a loaded split (:func:`load_eval_split`); also mIoU
     where the prior box is right (IoU >= 0.5 with the referent's box) and where it is wrong, as
     ``mIoU_prior_right/wrong``, and the share of right priors."""
-    from l2l_env.priors.base import box_iou
-    from segmenter.data import resize_images
 
     if not isinstance(data, EvalSplit):
         raise TypeError(f"evaluate_segmenter expects an EvalSplit (load_eval_split(config, split)), "

@@ -17,6 +17,8 @@ import numpy as np
 from l2l_env.bank import GroundTruthVault, SampleBank, build_bank, train_image_store
 from l2l_env.data import LabelSplit, RefSplit, label_split, load_table
 from l2l_env.objects import config_vocabulary
+from l2l_env.priors import load_mistake_priors, load_priors
+from segmenter import SegmenterConfig
 
 
 def data_root(config: Any) -> str | None:
@@ -59,7 +61,6 @@ class LoopData:
 
 def load_train_priors(config: Any, table: Any):
     """The priors of the train split's sentences (computed once, then read from the cache)."""
-    from l2l_env.priors import load_priors
 
     return load_priors(config.dataset, "train", RefSplit(table, "per_sentence"),
                        config.prior_provider, cache_dir=config.cache_dir, **config.prior_options)
@@ -68,7 +69,6 @@ def load_train_priors(config: Any, table: Any):
 def load_train_mistakes(config: Any, table: Any):
     """Wrong priors of the train split's sentences, drawn like an MLLM's errors (the labeled
     bank's distractors for the segmenter's ``prior_swap``; computed once, then cached)."""
-    from l2l_env.priors import load_mistake_priors
 
     return load_mistake_priors(config.dataset, "train", RefSplit(table, "per_sentence"),
                                cache_dir=config.cache_dir, seed=config.split_seed + 1)
@@ -84,8 +84,6 @@ def load_loop_data(config: Any, image_size: int, *, table: Any = None, priors: A
     the config's segmenter trains with them, ``prior_swap`` > 0)."""
     cfg = config
     if distractors is None:
-        from segmenter import SegmenterConfig
-
         distractors = SegmenterConfig.from_dict(dict(cfg.segmenter)).prior_swap > 0
     table = load_table_of(cfg, "train") if table is None else table
     priors = load_train_priors(cfg, table) if priors is None else priors

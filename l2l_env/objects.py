@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from l2l_env.rows import RowSource, _rows_of
+from segmenter.data import resize_masks
 
 IGNORE = -1
 """The class of a pixel whose object classes are unknown (a pseudo-labeled sample's)."""
@@ -75,7 +76,6 @@ class ObjectRows(RowSource):
 
     def image_maps(self, record: Any) -> np.ndarray:
         """The (attributes, size, size) class maps of ``record``'s image."""
-        from segmenter.data import resize_masks
 
         out = np.zeros(self.row_shape, dtype=np.int8)
         objects = list(record.objects)

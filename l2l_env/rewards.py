@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from l2l_env.labels import choice_scores
+
 
 @dataclass
 class StepContext:
@@ -209,7 +211,6 @@ class HeldoutReward(Reward):
             return RewardResult(0.0, {}, np.zeros(n, np.float32))
         if ctx.codes is None or ctx.teacher_full is None:
             raise RuntimeError("the heldout reward needs the cell choices and the teacher map")
-        from l2l_env.labels import choice_scores
 
         grid = int(round(math.sqrt(n)))
         scores = choice_scores(ctx.teacher_full, ctx.heldout_truth, grid,

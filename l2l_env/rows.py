@@ -28,10 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from l2l_env.data.cache import cache_dir, config_key
 from l2l_env.packed import HEAD, read_header
+from segmenter.data import resize_images, resize_masks
 from segmenter.shared.disk_cache import CacheFile, content_key
-from segmenter.shared.files import sweep_temporaries
+from segmenter.shared.files import atomic_file, sweep_temporaries
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 
@@ -238,8 +241,6 @@ def write_packed_images(path: str | os.PathLike, load: Callable[[int], np.ndarra
                         progress: Callable[[int], None] | None = None) -> PackedImages:
     """Decode, resize and append every image of ``image_ids`` to ``path``, written atomically
     (an interrupted build leaves no file), and open it."""
-    from segmenter.data import resize_images
-    from segmenter.shared.files import atomic_file
 
     sizes = np.zeros((len(image_ids), 2), dtype="<i8")
     with atomic_file(path) as fh:
@@ -269,8 +270,6 @@ class DecodedImages(ImageStore):
                               dtype=np.int64).reshape(-1, 2)
 
     def read(self, positions: np.ndarray) -> np.ndarray:
-        from segmenter.data import resize_images
-
         out = np.empty((len(positions), self.size, self.size, 3), dtype=np.uint8)
         for i, p in enumerate(np.asarray(positions, dtype=np.int64)):
             p = int(p)
@@ -289,7 +288,6 @@ def image_cache_path(cache_root: str | os.PathLike | None, dataset: str, split: 
                      image_ids: Sequence[int], fingerprint: str) -> Path:
     """Where the packed images of these ids at ``size`` are cached (keyed by data set, split,
     size, the ids and the loader's fingerprint of its source)."""
-    from l2l_env.data.cache import cache_dir, config_key
 
     key = config_key({"ids": config_key([int(i) for i in image_ids], 32), "size": int(size),
                       "source": fingerprint, "version": 1})
@@ -322,7 +320,6 @@ def image_store(load: Callable[[int], np.ndarray], dataset: str, split: str,
         sweep_temporaries(path.parent)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(image_ids), desc=f"image cache {dataset}/{split} {size}px",
                    leave=False)
     try:
@@ -415,8 +412,6 @@ class MaskRows(RowSource):
         self.count = len(self.refs)
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:
-        from segmenter.data import resize_masks
-
         out = np.empty((len(rows), self.size, self.size), dtype=bool)
         decoded: dict[int, np.ndarray] = {}
         for i, ref in enumerate(self.refs[rows]):

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from l2l_env.bank import SampleBank
+from l2l_env.metrics import iou
 from l2l_env.objects import IGNORE
+from segmenter.shared.loader import BatchLoader
 from segmenter.shared.rng import stream, swap_priors
 
 
@@ -68,7 +70,6 @@ class SelfTrainer:
         inputs, self._probe_inputs = self._probe_inputs, None
         if len(self.probe) == 0:
             return 0.0
-        from l2l_env.metrics import iou
 
         if inputs is None:
             inputs = _UpdateBatch(self.pool, self.labeled, 0.0, self.probe)(("probe",))
@@ -141,8 +142,6 @@ class SelfTrainer:
     def loader(self) -> Any:
         """The batch loader of the updates (its workers start at the first update)."""
         if self._loader is None:
-            from segmenter.shared.loader import BatchLoader
-
             cuda = self.segmenter.device.type == "cuda"
             self._loader = BatchLoader(
                 _UpdateBatch(self.pool, self.labeled, float(self.segmenter.config.prior_swap),

@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from l2l_env.data.cache import cache_dir, config_key
 from l2l_env.packed import HEAD, read_header
 from segmenter.shared.disk_cache import CacheFile, content_key, file_stats
+from segmenter.shared.files import atomic_file
 from segmenter.text import TextEncoder
 
 MAGIC = b"L2LTXT01"
@@ -83,7 +85,6 @@ def write_text_store(path: str | os.PathLike, encoder: TextEncoder, phrases: Seq
                      device: torch.device | str = "cpu") -> TextFeatureStore:
     """Encode ``phrases`` in order, in batches of :data:`ENCODE_BATCH`, into ``path`` (written
     atomically: an interrupted build leaves no file) and open it."""
-    from segmenter.shared.files import atomic_file
 
     phrases = list(phrases)
     offsets = np.zeros(len(phrases) + 1, dtype="<i8")
@@ -109,7 +110,6 @@ def write_text_store(path: str | os.PathLike, encoder: TextEncoder, phrases: Seq
 def text_store_path(cache_root: str | os.PathLike | None, encoder: str, max_tokens: int,
                     phrases: Sequence[str]) -> Path:
     """Where the store of these phrases for this encoder is kept."""
-    from l2l_env.data.cache import cache_dir, config_key
 
     key = config_key({"encoder": encoder, "max_tokens": int(max_tokens),
                       "phrases": config_key(list(phrases), 32), "version": 1})
@@ -152,7 +152,6 @@ def phrase_features(segmenter: Any, phrases: Sequence[str],
     read from the cache file of the encoder and phrases when it is valid (its path is returned),
     else encoded in batches of ``batch`` in a fixed order and, with ``write``, saved for later
     runs (a stale, corrupt or foreign file is named and rebuilt)."""
-    from l2l_env.data.cache import cache_dir, config_key
 
     cfg = segmenter.config
     key = config_key({"encoder": cfg.text_encoder, "max_tokens": cfg.max_tokens,

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from l2l_env.bank import SampleBank
-from l2l_env.data.types import RefTable
 from l2l_env.data.cache import config_key
+from l2l_env.data.types import RefTable
 from segmenter.shared.disk_cache import CacheFile
 from segmenter.train import fit
 
@@ -63,10 +63,15 @@ def warmup_key(env: dict[str, Any], segmenter_config: dict[str, Any], steps: int
     return config_key(parts)
 
 
+def warmup_file(folder: str | os.PathLike, key: str) -> Path:
+    """Where the warmed-up segmenter of warm-up ``key`` is kept in ``folder``."""
+    return Path(folder) / f"warmup-{key}.pt"
+
+
 def warmup_cache(folder: str | os.PathLike, key: str, table: RefTable) -> CacheFile:
     """The cache file of warm-up ``key`` in ``folder``, built from the train ``table`` (its
     fingerprint: other data under the same paths make it stale)."""
-    return CacheFile(Path(folder) / f"warmup-{key}.pt", table.fingerprint(), "warm-up cache")
+    return CacheFile(warmup_file(folder, key), table.fingerprint(), "warm-up cache")
 
 
 def read_warm_start(segmenter: Any, cache: CacheFile) -> bool:

@@ -9,6 +9,8 @@ stage's output channels, ``detail_channels`` the channels of each detail stride.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -134,7 +136,6 @@ class HFEncoder(nn.Module):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        from pathlib import Path
 
         folder = Path(path)
         if not (folder / "config.json").is_file():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from segmenter.shared.settings import Runtime
+from segmenter.shared.typed import strict_config
 
 
 NO_PRIOR_VALUE = 0.5
@@ -179,7 +180,6 @@ class SegmenterConfig(Runtime):
     def from_dict(cls, data: dict[str, Any]) -> SegmenterConfig:
         """The config of ``data``; an unknown key or a value of the wrong type is an error that
         names it."""
-        from segmenter.shared.typed import strict_config
 
         if "warmup_steps" in data:
             raise ValueError("SegmenterConfig key 'warmup_steps' is now 'lr_warmup_steps' (the "

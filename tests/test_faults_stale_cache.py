@@ -53,14 +53,14 @@ def refer_root(tmp_path):
 
 def test_the_warm_up_cache_is_not_reused_when_the_data_under_the_same_root_changed(
         refer_root, tiny_segmenter, capsys):
-    from l2l_env.factory import read_warm_start, warm_start_cache, write_warm_start
+    from l2l_env.warmup import read_warm_start, warmup_cache, write_warm_start
     from segmenter import Segmenter, SegmenterConfig
 
     seg = Segmenter(SegmenterConfig.from_dict({**tiny_segmenter, "use_text": False}))
     table = load_table("refcoco", "train", data_root=refer_root)
     folder = refer_root / "warm"
-    write_warm_start(seg, warm_start_cache(folder, "key", table))
-    assert read_warm_start(seg, warm_start_cache(folder, "key", table))  # same data: reused
+    write_warm_start(seg, warmup_cache(folder, "key", table))
+    assert read_warm_start(seg, warmup_cache(folder, "key", table))  # same data: reused
     instances = refer_root / "refcoco" / "instances.json"
     data = json.loads(instances.read_text())
     data["annotations"][0]["bbox"] = [float(v) + 1.0 for v in data["annotations"][0]["bbox"]]
@@ -68,7 +68,7 @@ def test_the_warm_up_cache_is_not_reused_when_the_data_under_the_same_root_chang
     changed = load_table("refcoco", "train", data_root=refer_root)
     assert changed.fingerprint() != table.fingerprint()
     capsys.readouterr()
-    assert not read_warm_start(seg, warm_start_cache(folder, "key", changed))
+    assert not read_warm_start(seg, warmup_cache(folder, "key", changed))
     assert "warm-up cache" in (err := capsys.readouterr().err) and "other inputs" in err
 
 

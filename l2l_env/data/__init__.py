@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import fields
 
+from l2l_env.data import refcoco, synthref
+from l2l_env.data.refcoco import OPTIONS
 from l2l_env.data.splits import LabelSplit, label_split, split_filename
+from l2l_env.data.synthref import SynthRefConfig
 from l2l_env.data.types import (Box, ObjectInfo, RefRecord, RefSplit, RefTable, ReferringSample)
 
 TableLoader = Callable[..., RefTable]
 
 
 def _synthref(split: str, data_root: str | os.PathLike | None = None, **options) -> RefTable:
-    from l2l_env.data import synthref
     return synthref.load_table(split, data_root=data_root, **options)
 
 
 def _refer(dataset: str) -> TableLoader:
     def load(split: str, data_root: str | os.PathLike | None = None, **options) -> RefTable:
-        from l2l_env.data import refcoco
         return refcoco.load_table(dataset, split, data_root=data_root, **options)
     return load
 
@@ -54,11 +56,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
 def dataset_options(dataset: str) -> tuple[str, ...]:
     """The ``data_options`` keys the loader of ``dataset`` takes."""
     if dataset == "synthref":
-        from dataclasses import fields
-
-        from l2l_env.data.synthref import SynthRefConfig
         return tuple(f.name for f in fields(SynthRefConfig)) + ("regenerate", "progress")
-    from l2l_env.data.refcoco import OPTIONS
     return OPTIONS
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from l2l_env.cli_utils import parse_key_values
 from l2l_env.data import DATASETS, SPLITS, label_split, load_table
 from l2l_env.data.types import RefSplit
+from l2l_env.data.visualize import grid, sample_panel
 
 
 def dataset_info(dataset: str, data_root: str | None, label_ratio: float, seed: int,
@@ -50,7 +51,6 @@ def format_table(info: dict[str, dict[str, int]]) -> str:
 def show(dataset: str, split: str, data_root: str | None, num: int, out: Path, seed: int,
          options: dict) -> Path:
     """Write one PNG per sample (image | mask overlay, phrase) and a grid of them."""
-    from l2l_env.data.visualize import grid, sample_panel
 
     samples = RefSplit(load_table(dataset, split, data_root=data_root, **options), "per_sentence")
     out.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from l2l_env.data.cache import config_key
 from l2l_env.data.types import Box, ObjectInfo, RefRecord, RefTable
 
 DATASETS: tuple[str, ...] = ("refcoco", "refcoco+", "refcocog")
@@ -176,7 +177,6 @@ class ImageReader:
     def fingerprint(self) -> str:
         """A key of the image files (folder, names, recorded sizes, byte sizes and modification
         times): a cache of decoded images keyed by it is rebuilt when any file changes."""
-        from l2l_env.data.cache import config_key
 
         entries = []
         for image_id in sorted(self.records):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from l2l_env.data.cache import atomic_write_bytes
 from l2l_env.data.types import RefSplit, ReferringSample
@@ -361,7 +362,6 @@ def compute_priors(provider: PriorProvider,
             todo = _todo(done, source, todo)
         bar = None
         if progress and todo:
-            from tqdm import tqdm
             bar = tqdm(total=len(todo), desc=f"priors {path.name}", unit="sample")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:

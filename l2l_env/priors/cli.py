@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from l2l_env.cli_utils import parse_key_values
 from l2l_env.data import DATASETS, SPLITS, load_table
 from l2l_env.data.types import RefSplit
 from l2l_env.priors.cache import (CacheError, compute_priors, merge_shards, parse_shard,
                                   shard_from_env, source_of)
-from l2l_env.cli_utils import parse_key_values
 from l2l_env.priors.registry import PROVIDERS, make_provider
+from l2l_env.priors.report import format_report, json_report, prior_quality
 from l2l_env.priors.simulated import DEFAULT_PRESET, PRESETS
 from l2l_env.priors.table import load_priors, priors_path
 
@@ -149,8 +150,6 @@ def run_compute(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from l2l_env.priors.report import format_report, json_report, prior_quality
-
     kwargs = provider_kwargs(args)
     rows = {}
     for split, table in _tables(args).items():
