@@ -28,7 +28,8 @@ def config_classes() -> list[type]:
             module = importlib.import_module(info.name)
             for obj in vars(module).values():
                 if (isinstance(obj, type) and dataclasses.is_dataclass(obj)
-                        and obj.__name__.endswith(("Config", "Settings"))):
+                        and (obj.__name__.endswith(("Config", "Settings"))
+                             or obj.__module__ == "segmenter.shared.settings")):
                     found[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return [cls for name, cls in sorted(found.items()) if name not in NOT_RUN_SETTINGS]
 
