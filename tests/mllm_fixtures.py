@@ -79,7 +79,7 @@ def _qwen_token_ids(tok: PreTrainedTokenizerFast) -> dict:
 
 
 def _save_qwen(path: Path, model: torch.nn.Module, tok: PreTrainedTokenizerFast,
-               max_pixels: int) -> Path:
+               max_pixels: int, patch_size: int = 14) -> Path:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil)
 
@@ -88,7 +88,8 @@ def _save_qwen(path: Path, model: torch.nn.Module, tok: PreTrainedTokenizerFast,
     model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=(4 * patch_size) ** 2, max_pixels=max_pixels,
+                             patch_size=patch_size).save_pretrained(path)
     # As in released Qwen-VL checkpoints; AutoProcessor on it needs torchvision (video), the
     # grounder must not.
     cfg_path = path / "preprocessor_config.json"
@@ -125,6 +126,26 @@ def build_qwen2_5_vl(path: Path, seed: int = 0, max_pixels: int = 112 * 112) -> 
     torch.manual_seed(seed)
     return _save_qwen(Path(path), randomize(Qwen2_5_VLForConditionalGeneration(config), seed),
                       tok, max_pixels)
+
+
+def build_qwen3_vl(path: Path, seed: int = 0, max_pixels: int = 128 * 128) -> Path:
+    """A tiny ``Qwen3VLForConditionalGeneration`` checkpoint at ``path`` (returned); its image
+    processor has Qwen3-VL's 16-pixel patches (32-pixel merged tokens)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tok = _qwen_tokenizer()
+    text = _qwen_text_config(tok)
+    text.update(head_dim=16, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
+                                              "mrope_interleaved": True, "rope_theta": 10000.0})
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=32, num_position_embeddings=16,
+                           deepstack_visual_indexes=[0]),
+        **_qwen_token_ids(tok))
+    torch.manual_seed(seed)
+    return _save_qwen(Path(path), randomize(Qwen3VLForConditionalGeneration(config), seed), tok,
+                      max_pixels, patch_size=16)
 
 
 FLORENCE_IMAGE_SIZE = 64

@@ -13,8 +13,13 @@ family           prompt                                      answer frame
                  coordinates using JSON format"              the resized (``smart_resize``) input
 ``qwen2_vl``     chat template, image + ``<|object_ref_*|>``  ``<|box_start|>(x1,y1),(x2,y2)``,
                  phrase                                      0..1000
+``qwen3_vl``     chat template, image + "output the bbox      ``bbox_2d`` JSON, 0..1000 of each
+                 coordinates in JSON format"                 axis of the image
 ``florence2``    task token + phrase                         ``<loc_i>`` bins 0..999
 ===============  ==========================================  ======================================
+
+The score of a grounding is the model's own confidence in its answer: the geometric mean of the
+probabilities it gave the coordinate tokens it generated (:func:`token_confidence`).
 
 Florence-2 must be the transformers-native port (``Florence2ForConditionalGeneration``, e.g. the
 ``florence-community`` checkpoints), not the ``trust_remote_code`` original.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +45,16 @@ from PIL import Image
 
 from l2l_env.data.types import ReferringSample
 from l2l_env.priors.base import Grounding, PriorProvider
-from l2l_env.priors.mllm_parsers import parse_florence2, parse_qwen2, parse_qwen25
+from l2l_env.priors.mllm_parsers import parse_florence2, parse_qwen2, parse_qwen3, parse_qwen25
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "florence2")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "florence2")
 """Canonical family names (``config.json`` ``model_type`` values)."""
 
 DEFAULT_PROMPTS = {
     "qwen2_5_vl": 'Locate "{phrase}" in the image, output its bbox coordinates using JSON format.',
     "qwen2_vl": "Output the bounding box of <|object_ref_start|>{phrase}<|object_ref_end|> "
                 "in the image.",
+    "qwen3_vl": 'Locate "{phrase}" in this image and output the bbox coordinates in JSON format.',
     "florence2": "<CAPTION_TO_PHRASE_GROUNDING>{phrase}",
 }
 """Default prompt per family; ``{phrase}`` is replaced by the referring phrase."""
@@ -65,12 +72,12 @@ _FILLER_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "</s>", "<s>", 
 
 
 def normalize_family(family: str) -> str:
-    """``"Qwen2.5-VL"``, ``"qwen2_5_vl"``, ``"florence-2"`` ... -> a name in :data:`FAMILIES`."""
+    """``"Qwen2.5-VL"``, ``"qwen3_vl"``, ``"florence-2"`` ... -> a name in :data:`FAMILIES`."""
     key = family.lower().replace("-", "").replace("_", "").replace(".", "")
     canon = {f.replace("_", ""): f for f in FAMILIES}
     if key not in canon:
         raise ValueError(f"unknown MLLM family {family!r}; expected one of {list(FAMILIES)} "
-                         "(or spellings like 'qwen2.5-vl', 'florence-2')")
+                         "(or spellings like 'qwen2.5-vl', 'qwen3-vl', 'florence-2')")
     return canon[key]
 
 
@@ -119,7 +126,7 @@ def _strip_filler(text: str, extra: Sequence[str | None]) -> str:
 
 
 class _QwenAdapter:
-    """Prompting, input assembly and parsing for Qwen2-VL and Qwen2.5-VL."""
+    """Prompting, input assembly and parsing for Qwen2-VL, Qwen2.5-VL and Qwen3-VL."""
 
     def __init__(self, path: Path, family: str, prompt: str) -> None:
         from transformers import AutoImageProcessor, AutoTokenizer
@@ -165,6 +172,8 @@ class _QwenAdapter:
               ) -> Grounding:
         if self.family == "qwen2_5_vl":
             return parse_qwen25(text, resized_hw, original_hw)
+        if self.family == "qwen3_vl":
+            return parse_qwen3(text, original_hw)
         return parse_qwen2(text, original_hw)
 
 
@@ -189,6 +198,7 @@ class _FlorenceAdapter:
                              f"got {prompt!r}")
         self.prompt = prompt
         self.processor = AutoProcessor.from_pretrained(path)
+        self.tokenizer = self.processor.tokenizer
 
     def encode(self, images: list[Image.Image], phrases: list[str]) -> tuple[dict, list[Any]]:
         texts = [self.prompt.replace("{phrase}", p) for p in phrases]
@@ -210,6 +220,7 @@ def _model_class(family: str) -> Callable[..., torch.nn.Module]:
 
     name = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
             "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+            "qwen3_vl": "Qwen3VLForConditionalGeneration",
             "florence2": "Florence2ForConditionalGeneration"}[family]
     return getattr(transformers, name)
 
@@ -219,8 +230,8 @@ class MLLMGrounder(PriorProvider):
 
     :param model: path of a local checkpoint folder (``config.json``, weights, tokenizer,
         image processor).
-    :param family: ``"qwen2_vl"``, ``"qwen2_5_vl"`` or ``"florence2"`` (spellings like
-        ``"qwen2.5-vl"`` work); ``None`` reads ``model_type`` from ``config.json``.
+    :param family: ``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"qwen3_vl"`` or ``"florence2"`` (spellings
+        like ``"qwen2.5-vl"`` work); ``None`` reads ``model_type`` from ``config.json``.
     :param device: torch device for the model.
     :param batch_size: image-phrase pairs per ``generate`` call.
     :param max_new_tokens: generation budget per answer.
@@ -281,15 +292,58 @@ class MLLMGrounder(PriorProvider):
 
     def answers(self, images: list[Image.Image], phrases: list[str]) -> tuple[list[str], list]:
         """The raw decoded answers for one batch, and each image's model-input size (or None)."""
+        texts, _, resized = self.generate(images, phrases)
+        return texts, resized
+
+    def generate(self, images: list[Image.Image], phrases: list[str]
+                 ) -> tuple[list[str], list[float], list]:
+        """One greedy ``generate`` call: the decoded answers, their :func:`token_confidence`
+        and each image's model-input size (or None)."""
         inputs, resized = self.adapter.encode(images, phrases)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
-            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
-                                            do_sample=False, num_beams=1)
-        return self.adapter.decode(generated.cpu(), inputs), resized
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                      do_sample=False, num_beams=1, output_scores=True,
+                                      return_dict_in_generate=True)
+            logprobs = self.model.compute_transition_scores(out.sequences, out.scores,
+                                                            normalize_logits=True)
+        sequences = out.sequences.cpu()
+        new_ids = sequences[:, sequences.shape[1] - logprobs.shape[1]:]
+        confidences = [self._confidence(ids.tolist(), lp.tolist())
+                       for ids, lp in zip(new_ids, logprobs.float().cpu())]
+        return self.adapter.decode(sequences, inputs), confidences, resized
+
+    def _confidence(self, ids: list[int], logprobs: list[float]) -> float:
+        """:func:`token_confidence` of one answer, up to its first end or padding token."""
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+        stops = {t for t in (*eos, gen.pad_token_id) if t is not None}
+        end = next((k for k, t in enumerate(ids) if t in stops), len(ids))
+        tokens = self.adapter.tokenizer.convert_ids_to_tokens(ids[:end])
+        return token_confidence(tokens, logprobs[:end])
 
     def _ground_chunk(self, images: list[Image.Image], phrases: list[str]) -> list[Grounding]:
-        texts, resized = self.answers(images, phrases)
-        return [self.adapter.parse(text, rs, (im.height, im.width))
-                for text, rs, im in zip(texts, resized, images)]
+        texts, confidences, resized = self.generate(images, phrases)
+        out = []
+        for text, conf, rs, im in zip(texts, confidences, resized, images):
+            g = self.adapter.parse(text, rs, (im.height, im.width))
+            out.append(replace(g, score=conf) if g.parsed else g)
+        return out
+
+
+def token_confidence(tokens: Sequence[str], logprobs: Sequence[float]) -> float:
+    """An MLLM's confidence in its answer: ``exp(mean log p)`` over the answer's coordinate
+    tokens (those that spell a digit or a location bin), over all its tokens when none does, 0
+    for an empty answer; rounded to 4 decimals.
+
+    :param tokens: the generated tokens (before the end-of-answer token), as strings.
+    :param logprobs: the log-probability the model gave each of them.
+    """
+    if len(tokens) != len(logprobs):
+        raise ValueError(f"got {len(tokens)} tokens but {len(logprobs)} log-probabilities")
+    coords = [lp for tok, lp in zip(tokens, logprobs) if any(c.isdigit() for c in tok)]
+    chosen = coords or list(logprobs)
+    if not chosen:
+        return 0.0
+    return round(float(np.exp(np.mean(chosen))), 4)
