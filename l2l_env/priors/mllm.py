@@ -43,8 +43,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from l2l_env.data.types import ReferringSample
-from l2l_env.priors.base import Grounding, PriorProvider
+from l2l_env.priors.base import Grounding
+from l2l_env.priors.checkpoints import (LocalModelGrounder, checkpoint_folder, model_type,
+                                         resolve_dtype, to_pil)
 from l2l_env.priors.mllm_parsers import parse_florence2, parse_qwen2, parse_qwen3, parse_qwen25
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "florence2")
@@ -83,40 +84,14 @@ def normalize_family(family: str) -> str:
 
 def detect_family(model_dir: str | Path) -> str:
     """The family of a local checkpoint, from ``model_type`` in its ``config.json``."""
-    cfg_path = Path(model_dir) / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: no config.json; MLLMGrounder loads a local "
-                                "checkpoint folder (downloads are not attempted)")
-    model_type = str(json.loads(cfg_path.read_text()).get("model_type", ""))
+    found = model_type(model_dir, "MLLMGrounder")
     try:
-        return normalize_family(model_type)
+        return normalize_family(found)
     except ValueError:
-        raise ValueError(f"{cfg_path}: model_type {model_type!r} is not a supported grounding "
-                         f"family; expected one of {list(FAMILIES)}, or pass family=...") from None
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype | str:
-    if dtype is None:
-        return torch.float32 if torch.device(device).type == "cpu" else "auto"
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    resolved = getattr(torch, str(dtype), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. 'float32', "
-                         "'bfloat16') or 'auto'")
-    return resolved
-
-
-def to_pil(image: np.ndarray) -> Image.Image:
-    """An ``HxWx3`` (or ``HxW``) uint8 array -> an RGB PIL image."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"image must be HxWx3 uint8, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got dtype {arr.dtype}")
-    return Image.fromarray(arr[:, :, :3])
+        raise ValueError(f"{Path(model_dir) / 'config.json'}: model_type {found!r} is not a "
+                         f"supported MLLM grounding family; expected one of {list(FAMILIES)}, or "
+                         "pass family=... (Grounding DINO and SAM 3 checkpoints have providers "
+                         "of their own: grounding_dino, mm_grounding_dino, sam3)") from None
 
 
 def _strip_filler(text: str, extra: Sequence[str | None]) -> str:
@@ -225,7 +200,7 @@ def _model_class(family: str) -> Callable[..., torch.nn.Module]:
     return getattr(transformers, name)
 
 
-class MLLMGrounder(PriorProvider):
+class MLLMGrounder(LocalModelGrounder):
     """Grounds phrases with a local transformers vision-language model, in batches.
 
     :param model: path of a local checkpoint folder (``config.json``, weights, tokenizer,
@@ -246,14 +221,11 @@ class MLLMGrounder(PriorProvider):
     def __init__(self, model: str | Path, family: str | None = None, device: str = "cpu",
                  batch_size: int = 8, max_new_tokens: int = 64,
                  dtype: str | torch.dtype | None = None, prompt: str | None = None) -> None:
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"MLLM checkpoint folder {str(path)!r} does not exist "
-                                    "(pass a local path; models are never downloaded)")
+        path = checkpoint_folder(model, "MLLM")
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, "
                              f"{max_new_tokens}")
-        self.path = path.resolve()
+        self.path = path
         self.family = normalize_family(family) if family is not None else detect_family(path)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -263,32 +235,12 @@ class MLLMGrounder(PriorProvider):
             _FlorenceAdapter(self.path, self.prompt) if self.family == "florence2"
             else _QwenAdapter(self.path, self.family, self.prompt))
         self.model = _model_class(self.family).from_pretrained(
-            self.path, dtype=_resolve_dtype(dtype, device)).to(self.device).eval()
+            self.path, dtype=resolve_dtype(dtype, device)).to(self.device).eval()
         self.dtype = next(self.model.parameters()).dtype
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "model": str(self.path), "family": self.family,
                 "prompt": self.prompt, "max_new_tokens": self.max_new_tokens}
-
-    def ground_batch(self, samples: Sequence[ReferringSample],
-                     split: str | None = None) -> list[Grounding]:
-        """One grounding per sample (``split`` is ignored: a model grounds every split alike)."""
-        return self.ground_images([s.image for s in samples], [s.phrase for s in samples])
-
-    def ground_image(self, image: np.ndarray, phrase: str) -> Grounding:
-        """Ground one phrase in one ``HxWx3`` uint8 image."""
-        return self.ground_images([image], [phrase])[0]
-
-    def ground_images(self, images: Sequence[np.ndarray], phrases: Sequence[str]
-                      ) -> list[Grounding]:
-        """Ground ``phrases[i]`` in ``images[i]``, ``batch_size`` pairs per ``generate`` call."""
-        if len(images) != len(phrases):
-            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
-        out: list[Grounding] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = [to_pil(im) for im in images[start:start + self.batch_size]]
-            out.extend(self._ground_chunk(chunk, list(phrases[start:start + self.batch_size])))
-        return out
 
     def answers(self, images: list[Image.Image], phrases: list[str]) -> tuple[list[str], list]:
         """The raw decoded answers for one batch, and each image's model-input size (or None)."""
@@ -323,7 +275,7 @@ class MLLMGrounder(PriorProvider):
         tokens = self.adapter.tokenizer.convert_ids_to_tokens(ids[:end])
         return token_confidence(tokens, logprobs[:end])
 
-    def _ground_chunk(self, images: list[Image.Image], phrases: list[str]) -> list[Grounding]:
+    def ground_chunk(self, images: list[Image.Image], phrases: list[str]) -> list[Grounding]:
         texts, confidences, resized = self.generate(images, phrases)
         out = []
         for text, conf, rs, im in zip(texts, confidences, resized, images):
