@@ -266,7 +266,7 @@ def build_grounding_dino(path: Path, seed: int = 0, family: str = "grounding_din
                          max_position_embeddings=64),
         num_queries=12, encoder_layers=1, decoder_layers=2, d_model=32, encoder_ffn_dim=32,
         decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
-        num_feature_levels=2, encoder_n_points=2, decoder_n_points=2, max_text_len=32)
+        num_feature_levels=2, encoder_n_points=2, decoder_n_points=2, max_text_len=64)
     torch.manual_seed(seed)
     model = randomize(getattr(transformers, f"{prefix}ForObjectDetection")(config), seed,
                       std=0.3)

@@ -4,7 +4,7 @@ each phrase, and its best box, with its score, is the prior.
 :class:`GroundingDinoGrounder` loads ``GroundingDinoForObjectDetection`` or
 ``MMGroundingDinoForObjectDetection`` with the checkpoint's ``GroundingDinoProcessor`` from a
 local folder. The phrase is the detector's text prompt, lower-cased and ended with a dot as the
-model was trained. The processor's ``post_process_grounded_object_detection`` scores every query
+model was trained (cut to the model's ``max_text_len`` tokens). The processor's ``post_process_grounded_object_detection`` scores every query
 (the largest sigmoid over the phrase's tokens) and scales its box to the image; the best-scored
 query is the grounding, its score the grounding's. A best score under ``threshold`` (default 0:
 never) gives no prior.
@@ -76,7 +76,8 @@ class GroundingDinoGrounder(LocalModelGrounder):
 
     def ground_chunk(self, images: list[Image.Image], phrases: list[str]) -> list[Grounding]:
         texts = [detector_prompt(p) for p in phrases]
-        inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
+        inputs = self.processor(images=images, text=texts, padding=True, truncation=True,
+                                max_length=self.model.config.max_text_len, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
