@@ -4,10 +4,10 @@ each phrase, and its best box, with its score, is the prior.
 :class:`GroundingDinoGrounder` loads ``GroundingDinoForObjectDetection`` or
 ``MMGroundingDinoForObjectDetection`` with the checkpoint's ``GroundingDinoProcessor`` from a
 local folder. The phrase is the detector's text prompt, lower-cased and ended with a dot as the
-model was trained (cut to the model's ``max_text_len`` tokens). The processor's ``post_process_grounded_object_detection`` scores every query
-(the largest sigmoid over the phrase's tokens) and scales its box to the image; the best-scored
-query is the grounding, its score the grounding's. A best score under ``threshold`` (default 0:
-never) gives no prior.
+model was trained (cut to the model's ``max_text_len`` tokens). The processor's
+``post_process_grounded_object_detection`` scores every query (the largest sigmoid over the
+phrase's tokens) and scales its box to the image; the best-scored query is the grounding, its
+score the grounding's. A best score under ``threshold`` (default 0: never) gives no prior.
 """
 
 from __future__ import annotations
