@@ -93,6 +93,7 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
     phrases = [bank.phrases[r] for r in rows]
     gt = np.stack([data.vault.mask(int(r)) for r in rows]).astype(bool)
     teacher = seg.predict(images, priors, phrases, teacher=True) > 0.5
+    del teacher
     student = seg.predict(images, priors, phrases) > 0.5
     text = seg.predict(images, None, phrases, teacher=True) > 0.5
     prior = priors > 0.5
@@ -106,14 +107,17 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
     t_up, p_up = blocks(t_ok, scale), blocks(p_ok & ~t_ok, scale)
     p_fg = blocks(cells(prior, grid) > 0.5, scale)
     oracle_construct = (t_up & teacher) | (p_up & p_fg)
-    srcs = {"teacher": teacher, "teacher_text": text, "prior": prior, "fg": ones, "bg": zeros}
+    teacher_p = seg.predict(images, priors, phrases, teacher=True)
+    srcs = {"teacher": teacher, "teacher_text": text, "prior": prior}
     candidates = {
         "prior": prior, "teacher": teacher, "student": student, "teacher_text": text,
         "teacher_or_text": teacher | text, "teacher_and_prior": teacher & prior,
         "oracle_construct": oracle_construct,
+        "teacher_at_0.3": teacher_p > 0.3, "teacher_at_0.7": teacher_p > 0.7,
         "oracle_sources": cell_oracle(srcs, gt, grid),
         "oracle_sources_no_text": cell_oracle({k: v for k, v in srcs.items()
                                                if k != "teacher_text"}, gt, grid),
+        "oracle_cells_fg_bg_teacher": cell_oracle({**srcs, "fg": ones, "bg": zeros}, gt, grid),
         "reward_optimum": reward_optimum(teacher, gt, grid),
         "reward_optimum_accuracy": reward_optimum(teacher, gt, grid, fg_weight=1.0,
                                                   wrong_cost=1.0),
@@ -122,6 +126,9 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
     whole = np.stack([per[k] for k in ("prior", "teacher", "teacher_text")])
     per["oracle_sample"] = whole.max(0)
     out: dict[str, Any] = {"run": str(run), "samples": int(len(rows)), "grid": grid,
+                           "labeled_objects": int(data.labeled.num_refs),
+                           "probe_objects": int(data.probe.num_refs),
+                           "probe_samples": int(len(data.probe)),
                            "image_size": int(gt.shape[-1]),
                            "prior_right_share": float(prior_right.mean())}
     for name, values in per.items():

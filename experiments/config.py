@@ -65,7 +65,8 @@ class RunConfig(SharedSettings):
     ``sb3:ppo``), ``agent_options`` (its keyword arguments; a table named after an agent holds
     that agent's options only, e.g. ``[agent_options.l2l]``, so one config serves every agent of an
     ablation), ``prior`` (``PROVIDER/ARG``:
-    ``simulated/<preset>``, ``cache/<file>``, ``mllm/<model dir>``), ``prior_options`` (extra
+    ``simulated/<preset>``, ``cache/<file>``, ``mllm/<model dir>``, ``grounding_dino/<model dir>``,
+    ``mm_grounding_dino/<model dir>``, ``sam3/<model dir>``), ``prior_options`` (extra
     provider arguments, e.g. ``{batch_size = 4}``).
 
     Schedule: ``warmup_steps`` supervised optimiser steps of batch ``warmup_batch`` on the labeled
@@ -267,26 +268,23 @@ def load_config(file: str | os.PathLike | None = None, flags: dict[str, Any] | N
 
 def parse_prior(spec: str, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """``"simulated/PRESET"`` -> ``("simulated", {"preset": PRESET})``; ``"cache/FILE"`` ->
-    ``("cache", {"path": FILE})``; ``"mllm/DIR"`` -> ``("mllm", {"model": DIR})``."""
+    ``("cache", {"path": FILE})``; ``"mllm/DIR"`` (or ``grounding_dino/DIR``,
+    ``mm_grounding_dino/DIR``, ``sam3/DIR``) -> ``("mllm", {"model": DIR})``."""
     provider, _, arg = spec.partition("/")
     if provider not in PROVIDERS:
         raise ValueError(f"prior {spec!r}: unknown provider {provider!r}; expected PROVIDER/ARG with "
                          f"PROVIDER one of {sorted(PROVIDERS)} (e.g. simulated/{DEFAULT_PRESET}, "
                          f"cache/priors.jsonl, mllm/models/Qwen2.5-VL-7B)")
-    kwargs: dict[str, Any] = {}
+    key = PROVIDERS[provider].arg
     if provider == "simulated":
-        preset = arg or DEFAULT_PRESET
-        if preset not in PRESETS:
-            raise ValueError(f"prior {spec!r}: unknown simulated preset {preset!r}; expected one of "
+        arg = arg or DEFAULT_PRESET
+        if arg not in PRESETS:
+            raise ValueError(f"prior {spec!r}: unknown simulated preset {arg!r}; expected one of "
                              f"{sorted(PRESETS)}")
-        kwargs["preset"] = preset
     elif not arg:
-        what = "a prior cache file" if provider == "cache" else "a local model folder"
+        what = "a prior cache file" if key == "path" else "a local model folder"
         raise ValueError(f"prior {spec!r}: {provider}/ needs {what}, e.g. {provider}/PATH")
-    elif provider == "cache":
-        kwargs["path"] = arg
-    else:
-        kwargs["model"] = arg
+    kwargs: dict[str, Any] = {key: arg}
     kwargs.update(options or {})
     return provider, kwargs
 
@@ -518,8 +516,8 @@ def missing_paths(cfg: RunConfig, provider: str, prior_opts: dict[str, Any],
     if provider == "cache" and not Path(prior_opts["path"]).is_file():
         problems.append(f"prior cache file {prior_opts['path']!r} does not exist (compute it with "
                         f"l2l-priors compute --out FILE)")
-    if provider == "mllm" and not Path(prior_opts["model"]).is_dir():
-        problems.append(f"MLLM model folder {prior_opts['model']!r} does not exist")
+    if "model" in prior_opts and not Path(prior_opts["model"]).is_dir():
+        problems.append(f"{provider} model folder {prior_opts['model']!r} does not exist")
     if seg_cfg.text_encoder != "minilm" and not Path(seg_cfg.text_encoder).is_dir():
         problems.append(f"segmenter.text_encoder {seg_cfg.text_encoder!r} is not a local model folder")
     if seg_cfg.backbone.startswith("hf:"):

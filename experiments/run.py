@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-ratio", dest="label_ratio", type=float,
                    help="fraction of labeled train images")
     p.add_argument("--agent", help="agent name (l2l, threshold, sb3:ppo, ...)")
-    p.add_argument("--prior", help="PROVIDER/ARG: simulated/<preset>, cache/<file>, mllm/<model dir>")
+    p.add_argument("--prior", help="PROVIDER/ARG: simulated/<preset>, cache/<file>, or "
+                   "mllm | grounding_dino | mm_grounding_dino | sam3/<model dir>")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="output directory (default runs/<dataset>-<agent>-<pct>pct-s<seed>)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")

@@ -47,6 +47,7 @@ class SampleBank:
     priors: RowSource  # (N, S, S) float32 soft proposal at input size
     prior_grid: RowSource  # (N, G, G) float32
     no_prior: np.ndarray  # (N,) bool
+    prior_score: np.ndarray  # (N,) float32: the provider's confidence in its grounding
     ref_rows: list[list[int]]  # rows of each referred object's sentences
     masks: RowSource | None = None  # (N, S, S) bool, only when built with masks
     distractors: RowSource | None = None
@@ -80,7 +81,7 @@ class SampleBank:
         idx = np.array(order, dtype=np.int64)
         return SampleBank([self.sample_ids[i] for i in order], [self.phrases[i] for i in order],
                           self.images.take(idx), self.priors.take(idx), self.prior_grid.take(idx),
-                          self.no_prior[idx], ref_rows,
+                          self.no_prior[idx], self.prior_score[idx], ref_rows,
                           None if self.masks is None else self.masks.take(idx),
                           None if self.distractors is None else self.distractors.take(idx),
                           None if self.objects is None else self.objects.take(idx))
@@ -95,6 +96,7 @@ def concat_banks(first: SampleBank, second: SampleBank) -> SampleBank:
                       concat_rows(first.priors, second.priors),
                       concat_rows(first.prior_grid, second.prior_grid),
                       np.concatenate([first.no_prior, second.no_prior]),
+                      np.concatenate([first.prior_score, second.prior_score]),
                       first.ref_rows + [[r + n for r in g] for g in second.ref_rows],
                       concat_rows(first.masks, second.masks))
 
@@ -115,7 +117,7 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
                cache_root: str | os.PathLike | None = None,
                objects: dict[str, list[str]] | None = None) -> SampleBank:
     """The bank of every sentence of ``table``: images, proposals from ``priors`` (a
-    PriorTable), masks, all as row sources (nothing heavy is computed here).
+    PriorTable) and their scores, masks, all as row sources (nothing heavy is computed here).
 
     ``images``: an image store holding every image of ``table`` (default: the table's own,
     :func:`train_image_store` under ``cache_root``). Masks are given only when ``with_masks``
@@ -159,6 +161,7 @@ def build_bank(table: RefTable, priors, image_size: int, grid_size: int, *,
         sample_ids=sample_ids, phrases=phrases, images=image_source, priors=prior_maps,
         prior_grid=GridRows(prior_maps, grid_size),
         no_prior=np.asarray(priors.no_prior(sample_ids), dtype=bool),
+        prior_score=np.clip(priors.scores[priors.rows(sample_ids)], 0.0, 1.0).astype(np.float32),
         ref_rows=ref_rows,
         masks=(MaskRows(records, np.array(ref_index, dtype=np.int64), image_size)
                if with_masks else None),

@@ -100,7 +100,8 @@ class EnvConfig(SharedSettings):
         reward_options: keyword arguments of the reward (weights, margins). probe_size: labeled samples
         held out of training to measure the ``utility`` reward.
     Other
-        include_image: add the down-sampled image to the observation. diagnostics: compute
+        include_image: add the down-sampled image to the observation. include_prior_score: add
+        the prior provider's confidence in its grounding (``prior_score``). diagnostics: compute
         pseudo-label precision/recall against ground truth in ``info`` (never used for learning).
         oracle_obs: add the ground truth per cell to the observation (analysis only: the oracle
         agents; needs ``diagnostics``). device, seed.
@@ -124,6 +125,7 @@ class EnvConfig(SharedSettings):
     reward_options: dict[str, Any] = field(default_factory=dict)
     probe_size: int = 32
     include_image: bool = False
+    include_prior_score: bool = False
     diagnostics: bool = True
     oracle_obs: bool = False
 

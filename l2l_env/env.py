@@ -55,7 +55,9 @@ class PseudoLabelEnv(gym.Env):
     ``text`` (D,) in [-1, 1] (L2-normalised mean of the phrase's token features); ``no_prior`` (1,)
     in {0, 1} (the MLLM gave no box: the prior map is then flat 0.5); ``progress`` (1,) in [0, 1]
     (steps since the start of the run over ``progress_horizon``); with ``include_image=True`` also
-    ``image`` (3, G, G) in [0, 1]; with ``oracle_obs=True`` (analysis only: the oracle agents)
+    ``image`` (3, G, G) in [0, 1]; with ``include_prior_score=True`` also ``prior_score`` (1,) in
+    [0, 1] (the provider's confidence in its grounding: an MLLM's token probability, a detector's
+    score; 0 without a prior); with ``oracle_obs=True`` (analysis only: the oracle agents)
     also ``truth`` (1, G, G), the ground-truth foreground fraction per cell.
 
     ## Rewards
@@ -127,6 +129,8 @@ class PseudoLabelEnv(gym.Env):
             obs_spaces[key] = spaces.Box(0.0, 1.0, (1,), np.float32)
         if cfg.include_image:
             obs_spaces[schema.IMAGE_KEY] = spaces.Box(0.0, 1.0, (3, G, G), np.float32)
+        if cfg.include_prior_score:
+            obs_spaces[schema.PRIOR_SCORE_KEY] = spaces.Box(0.0, 1.0, (1,), np.float32)
         if cfg.oracle_obs:
             obs_spaces[schema.TRUTH_KEY] = grid_map
         self.observation_space = spaces.Dict(obs_spaces)
@@ -506,6 +510,8 @@ class PseudoLabelEnv(gym.Env):
             "no_prior": np.array([float(bank.no_prior[row])]),
             "progress": np.array([min(1.0, pos / self.config.progress_horizon)]),
         }
+        if self.config.include_prior_score:
+            obs[schema.PRIOR_SCORE_KEY] = np.array([bank.prior_score[row]])
         if self.config.include_image:
             img = bank.images[row].astype(np.float32) / 255.0
             obs["image"] = pool_to_grid(np.moveaxis(img, -1, 0), self.grid_size)

@@ -138,3 +138,36 @@ def choice_scores(teacher_full: np.ndarray, truth: np.ndarray, grid: int, *,
     out[:, FOREGROUND] = score(gt)
     out[:, TEACHER] = score(teacher_right)
     return out
+
+
+def iou_choice_scores(teacher_full: np.ndarray, truth: np.ndarray, grid: int, *,
+                      tau: float | None = None, bg_weight: float = 0.1,
+                      bg_cost: float = 9.0) -> np.ndarray:
+    """``(G*G, 4)`` float32: per-cell scores whose sum is maximised by the label of best IoU.
+
+    The IoU of a label, ``TP / (|truth| + FP)``, is maximal where ``TP - tau * FP`` is, with
+    ``tau`` the best IoU reachable (Dinkelbach); that sum splits over cells, so a cell's
+    foreground pixels score ``+1`` when right and ``-tau`` when wrong (a cell's score is the mean
+    over its pixels, as in :func:`choice_scores`). A learner of the expected score thus labels a
+    pixel foreground where ``P(fg) > tau / (1 + tau)``: liberally when no source is good, like a
+    teacher thresholded near 0.5 when one is. ``tau`` defaults to the teacher's own IoU on this
+    sample. Background does not change IoU; it earns ``bg_weight`` per right pixel and costs
+    ``bg_weight * bg_cost`` per wrong one (so it pays where ``P(fg) < 1 / (1 + bg_cost)``), which
+    keeps confident background labeled and uncertain cells ignored.
+    """
+    gt = truth.astype(bool)
+    teacher_fg = teacher_full > 0.5
+    if tau is None:
+        union = np.count_nonzero(teacher_fg | gt)
+        tau = np.count_nonzero(teacher_fg & gt) / union if union else 1.0
+    fg_gain = np.where(gt, 1.0, -float(tau)).astype(np.float32)
+    bg_gain = np.where(gt, -bg_weight * bg_cost, bg_weight).astype(np.float32)
+
+    def score(gain: np.ndarray) -> np.ndarray:
+        return cell_fraction(gain, grid).ravel()
+
+    out = np.zeros((grid * grid, len(CHOICES)), np.float32)
+    out[:, BACKGROUND] = score(bg_gain)
+    out[:, FOREGROUND] = score(fg_gain)
+    out[:, TEACHER] = score(np.where(teacher_fg, fg_gain, bg_gain))
+    return out

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from l2l_env.labels import choice_scores
+from l2l_env.labels import choice_scores, iou_choice_scores
 
 
 @dataclass
@@ -194,13 +194,21 @@ class HeldoutReward(Reward):
         only where it is right with probability above ``wrong_cost / (1 + wrong_cost)``).
     :param fg_weight: weight of ground-truth foreground pixels (the referent is small).
     :param utility_weight: weight of the delayed probe-mIoU utility on update steps (0: none).
+    :param objective: ``weighted`` (the pixel scores above) or ``iou`` (scores whose optimum is
+        the label of best IoU: :func:`l2l_env.labels.iou_choice_scores`).
     """
 
+    OBJECTIVES = ("weighted", "iou")
+
     def __init__(self, wrong_cost: float = 2.0, fg_weight: float = 4.0, utility_weight: float = 0.0,
-                 utility: dict | None = None) -> None:
+                 utility: dict | None = None, objective: str = "weighted") -> None:
         if wrong_cost < 0 or fg_weight <= 0:
             raise ValueError(f"heldout reward: wrong_cost must be >= 0 and fg_weight > 0, "
                              f"got {wrong_cost}, {fg_weight}")
+        if objective not in self.OBJECTIVES:
+            raise ValueError(f"heldout reward: objective={objective!r}; expected one of "
+                             f"{self.OBJECTIVES}")
+        self.objective = objective
         self.wrong_cost, self.fg_weight = float(wrong_cost), float(fg_weight)
         self.utility_weight = utility_weight
         self.utility = UtilityReward(**(utility or {}))
@@ -213,8 +221,12 @@ class HeldoutReward(Reward):
             raise RuntimeError("the heldout reward needs the cell choices and the teacher map")
 
         grid = int(round(math.sqrt(n)))
-        scores = choice_scores(ctx.teacher_full, ctx.heldout_truth, grid,
-                               wrong_cost=self.wrong_cost, fg_weight=self.fg_weight) / np.float32(n)
+        if self.objective == "iou":
+            scores = iou_choice_scores(ctx.teacher_full, ctx.heldout_truth, grid)
+        else:
+            scores = choice_scores(ctx.teacher_full, ctx.heldout_truth, grid,
+                                   wrong_cost=self.wrong_cost, fg_weight=self.fg_weight)
+        scores = scores / np.float32(n)
         cells = scores[np.arange(n), ctx.codes.astype(np.int64)]
         best = scores.max(axis=1).sum(dtype=np.float64)
         return RewardResult(float(cells.sum(dtype=np.float64)),

@@ -3,7 +3,8 @@ run's recorder and the benchmarks.
 
 Observation (see :class:`l2l_env.env.PseudoLabelEnv` for shapes and ranges): the grid maps of
 :data:`MAP_KEYS`, the optional :data:`IMAGE_KEY` map, the phrase vector :data:`TEXT_KEY`, the
-scalars of :data:`VECTOR_KEYS`, and the analysis-only :data:`TRUTH_KEY` (``oracle_obs=True``).
+scalars of :data:`VECTOR_KEYS`, the optional scalar :data:`PRIOR_SCORE_KEY`, and the
+analysis-only :data:`TRUTH_KEY` (``oracle_obs=True``).
 
 ``info`` of a step: :data:`STEP_INFO_KEYS` always, :data:`UPDATE_INFO_KEYS` on segmenter-update
 steps, :data:`SCORED_INFO_KEYS` on steps the reward scores per choice, and on unlabeled steps with
@@ -21,6 +22,9 @@ TEXT_KEY = "text"
 """The phrase embedding ``(D,)``."""
 VECTOR_KEYS: tuple[str, ...] = ("no_prior", "progress")
 """Scalar side information ``(1,)``, in canonical order."""
+PRIOR_SCORE_KEY = "prior_score"
+"""The prior provider's confidence in its grounding ``(1,)`` in [0, 1] (0 without a prior;
+``include_prior_score=True``)."""
 TRUTH_KEY = "truth"
 """Ground-truth foreground fraction per cell ``(1, G, G)``: analysis-only oracles."""
 

@@ -90,6 +90,28 @@ def test_gymnasium_and_sb3_env_checkers_pass(make_env, form):
     sb3_check_env(env.unwrapped, warn=True)
 
 
+def test_prior_score_observation_is_off_by_default_and_checked_when_on(make_env):
+    """``include_prior_score`` adds the provider's confidence of the visited sample's prior."""
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    assert "prior_score" not in make_env().observation_space.spaces
+    env = make_env(include_prior_score=True)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space["prior_score"] == gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    bank = env.unwrapped.loop_bank
+    seen = set()
+    for _ in range(12):
+        score = float(obs["prior_score"][0])
+        obs, _, _, _, info = env.step(np.zeros(N, np.int64))  # info: the sample acted on
+        row = bank.sample_ids.index(info["sample_id"])
+        assert score == pytest.approx(bank.prior_score[row])
+        assert score == 0.0 or not bank.no_prior[row]
+        seen.add(round(score, 4))
+    assert len(seen) > 2  # the simulated grounder's calibrated scores, not a constant
+
+
 @pytest.mark.parametrize("bad", ["grid", "label_source", "reward", "action", "oracle_obs"])
 def test_unknown_config_key_and_bad_values_are_errors(l2l_cache, bad):
     overrides, message = {

@@ -117,9 +117,11 @@ def test_evaluation_takes_a_loaded_split(parts, monkeypatch):
 
 
 def test_every_observation_and_info_key_is_in_the_schema(l2l_cache):
-    env = gym.make(l2l_env.ENV_ID, **tiny_env_kwargs(l2l_cache, include_image=True))
+    env = gym.make(l2l_env.ENV_ID, **tiny_env_kwargs(l2l_cache, include_image=True,
+                                                     include_prior_score=True))
     obs, _ = env.reset(seed=0)
-    known_obs = set(schema.MAP_KEYS) | {schema.IMAGE_KEY, schema.TEXT_KEY} | set(schema.VECTOR_KEYS)
+    known_obs = (set(schema.MAP_KEYS) | {schema.IMAGE_KEY, schema.TEXT_KEY, schema.PRIOR_SCORE_KEY}
+                 | set(schema.VECTOR_KEYS))
     assert set(obs) == known_obs
     known_info = (set(schema.STEP_INFO_KEYS) | set(schema.UPDATE_INFO_KEYS)
                   | set(schema.SCORED_INFO_KEYS) | set(schema.DIAGNOSTIC_KEYS))

@@ -44,6 +44,9 @@ def test_file_extends_a_base_and_flags_win(tmp_path):
     ("simulated", "simulated", {"preset": "qwen2.5-vl-7b"}),
     ("cache/data/p.jsonl", "cache", {"path": "data/p.jsonl"}),
     ("mllm//models/qwen", "mllm", {"model": "/models/qwen"}),
+    ("grounding_dino/models/gd", "grounding_dino", {"model": "models/gd"}),
+    ("mm_grounding_dino/models/mm", "mm_grounding_dino", {"model": "models/mm"}),
+    ("sam3/models/sam3", "sam3", {"model": "models/sam3"}),
 ])
 def test_prior_specs(prior, provider, options):
     assert C.parse_prior(prior) == (provider, options)

@@ -30,6 +30,23 @@ def test_grounding_round_trip():
         Grounding.from_dict({"box": [1, 2, 3]})
 
 
+def test_scores_are_kept_and_caches_without_scores_still_load(tmp_path, samples):
+    out = tmp_path / "p.jsonl"
+    sim = SimulatedGrounder("kosmos-2")
+    compute_priors(sim, samples[:20], out, split="val")
+    lines = out.read_text().splitlines()
+    scores = [json.loads(line)["score"] for line in lines[1:]]
+    assert scores == [g.score for g in sim.ground_batch(samples[:20], "val")]
+    assert len(set(scores)) > 5  # per grounding, not a constant
+    old = tmp_path / "old.jsonl"  # as written before scores and checksums were recorded
+    old.write_text(lines[0] + "\n" + "\n".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k not in ("score", "sum")})
+        for line in lines[1:]) + "\n")
+    loaded = CachedPriors(old).ground_batch(samples[:20])
+    assert all(g.score == 1.0 for g in loaded)
+    assert [g.box for g in loaded] == [g.box for g in read_priors(out).groundings.values()]
+
+
 def test_compute_then_read_back_by_sample_id(tmp_path, samples):
     out = tmp_path / "p.jsonl"
     sim = SimulatedGrounder("florence-2-large")

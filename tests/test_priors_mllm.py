@@ -1,5 +1,5 @@
 """The ``mllm`` prior provider: answer parsers on canned answers, and the real load-prompt-
-generate-parse path on tiny random Qwen2-VL, Qwen2.5-VL and Florence-2 checkpoints."""
+generate-parse path on tiny random Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Florence-2 checkpoints."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 from l2l_env.data.types import ReferringSample
 from l2l_env.priors import make_provider
 from l2l_env.priors.base import Grounding
-from l2l_env.priors.mllm import MLLMGrounder, detect_family, normalize_family, to_pil
+from l2l_env.priors.mllm import (MLLMGrounder, detect_family, normalize_family, to_pil,
+                                 token_confidence)
 from l2l_env.priors.mllm_parsers import (finalize_box, json_boxes, parse_florence2, parse_qwen2,
-                                         parse_qwen25)
-from mllm_fixtures import build_florence2, build_qwen2_5_vl, build_qwen2_vl
+                                         parse_qwen3, parse_qwen25)
+from mllm_fixtures import build_florence2, build_qwen2_5_vl, build_qwen2_vl, build_qwen3_vl
 
 HW = (70, 100)  # original (height, width) used by the parser tests
 
@@ -74,6 +75,30 @@ def test_qwen25_broken_json_falls_back_to_regex():
                                   '{"point_2d": [10, 20]}'])
 def test_qwen25_no_box_is_no_prior(text):
     assert_no_prior(parse_qwen25(text, HW, HW), text)
+
+
+# --------------------------------------------------------------------------- Qwen3-VL parser
+
+def test_qwen3_json_box_is_relative_to_1000():
+    # The Qwen3-VL answer frame: bbox_2d normalised to 0..1000 of each axis (no resized size).
+    text = '```json\n[\n\t{"bbox_2d": [100, 200, 500, 800], "label": "the dog"}\n]\n```'
+    g = parse_qwen3(text, HW)
+    assert_box(g, (10.0, 14.0, 40.0, 42.0))
+    assert g.image_size == HW and g.raw == text
+    assert_box(parse_qwen3('{"bbox_2d": [0, 0, 1000, 1000]}', HW), (0, 0, 100, 70))
+
+
+def test_qwen3_several_boxes_swapped_clamped():
+    scored = ('[{"bbox_2d": [0, 0, 100, 100], "score": 0.2}, '
+              '{"bbox_2d": [500, 800, 100, 200], "score": 0.7}]')
+    assert_box(parse_qwen3(scored, HW), (10.0, 14.0, 40.0, 42.0))
+    assert_box(parse_qwen3('{"bbox_2d": [-50, 200, 1200, 800]}', HW), (0.0, 14.0, 100.0, 42.0))
+
+
+@pytest.mark.parametrize("text", ["", "no box", '{"point_2d": [10, 20]}',
+                                  '{"bbox_2d": [300, 300, 300, 900]}'])
+def test_qwen3_no_box_is_no_prior(text):
+    assert_no_prior(parse_qwen3(text, HW), text)
 
 
 # --------------------------------------------------------------------------- Qwen2-VL parser
@@ -139,7 +164,7 @@ def test_parsers_never_crash_nor_leave_the_image():
     for _ in range(300):
         text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 60))))
         for g in (parse_qwen25(text, (56, 112), HW), parse_qwen2(text, HW),
-                  parse_florence2(text, HW)):
+                  parse_qwen3(text, HW), parse_florence2(text, HW)):
             _valid_or_flagged(g, HW)
             assert g.raw == text
     nan = '{"bbox_2d": [NaN, 1, 5, 6]}'
@@ -158,6 +183,7 @@ def test_family_names_and_detection(tmp_path):
     assert normalize_family("Qwen2.5-VL") == "qwen2_5_vl"
     assert normalize_family("qwen2-vl") == "qwen2_vl"
     assert normalize_family("florence-2") == "florence2"
+    assert normalize_family("Qwen3-VL") == "qwen3_vl"
     with pytest.raises(ValueError, match="unknown MLLM family 'llava'"):
         normalize_family("llava")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
@@ -172,7 +198,7 @@ def test_family_names_and_detection(tmp_path):
 # --------------------------------------------------------------------------- real model path
 
 BUILDERS = {"qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl,
-            "florence2": build_florence2}
+            "qwen3_vl": build_qwen3_vl, "florence2": build_florence2}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -255,3 +281,59 @@ def test_registry_builds_mllm_by_name(tmp_path):
     assert isinstance(provider, MLLMGrounder) and provider.name == "mllm"
     g = provider.ground(_samples()[1])
     _valid_or_flagged(g, (48, 64))
+
+
+def test_qwen3_grounds_in_the_relative_frame(tmp_path):
+    """Qwen3-VL's input is resized to 32-pixel tokens, but its answer refers to the image."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    g = MLLMGrounder(build_qwen3_vl(tmp_path), family="qwen3-vl", max_new_tokens=2)
+    samples = _samples()
+    images = [to_pil(s.image) for s in samples]
+    _, resized = g.answers(images, [s.phrase for s in samples])
+    assert resized == [smart_resize(im.height, im.width, 32, 64 * 64, 128 * 128) for im in images]
+    im = images[2]
+    whole = g.adapter.parse('{"bbox_2d": [0, 0, 1000, 1000]}', resized[2], (im.height, im.width))
+    assert_box(whole, (0, 0, im.width, im.height))
+
+
+# --------------------------------------------------------------------------- confidence
+
+def test_token_confidence_weighs_the_coordinate_tokens():
+    lp = np.log([0.9, 0.5, 0.2, 0.99])
+    # Only the digit tokens count: sqrt(0.5 * 0.2).
+    assert token_confidence(["{", "4", "2", "}"], lp) == pytest.approx(np.sqrt(0.1), abs=1e-4)
+    assert token_confidence(["<loc_10>", "a"], np.log([0.25, 1.0])) == 0.25
+    assert token_confidence(["a", "b"], np.log([0.5, 0.5])) == 0.5  # no digits: every token
+    assert token_confidence([], []) == 0.0
+    with pytest.raises(ValueError, match="2 tokens but 1"):
+        token_confidence(["a", "b"], [0.0])
+
+
+def test_generate_confidence_is_the_models_own_probability(tmp_path):
+    """A one-token answer's confidence is the probability of that token in a plain forward pass."""
+    g = MLLMGrounder(build_qwen2_vl(tmp_path), max_new_tokens=1)
+    samples = _samples()
+    images, phrases = [to_pil(s.image) for s in samples], [s.phrase for s in samples]
+    texts, confidences, _ = g.generate(images, phrases)
+    inputs, _ = g.adapter.encode(images, phrases)
+    with torch.inference_mode():
+        probs = torch.softmax(g.model(**inputs).logits[:, -1].float(), dim=-1)
+    stops = {g.model.generation_config.eos_token_id, g.model.generation_config.pad_token_id}
+    checked = 0
+    for row, conf in zip(probs, confidences):
+        token = int(row.argmax())
+        expected = 0.0 if token in stops else round(float(row[token]), 4)
+        assert conf == pytest.approx(expected, abs=2e-4)
+        checked += token not in stops
+    assert checked >= 1 and len(texts) == len(samples)
+
+
+def test_parsed_answers_carry_the_generation_confidence(tmp_path, monkeypatch):
+    g = MLLMGrounder(build_qwen3_vl(tmp_path), max_new_tokens=1)
+    answers = (['{"bbox_2d": [100, 200, 500, 800]}', "no box"], [0.37, 0.8], [None, None])
+    monkeypatch.setattr(g, "generate", lambda images, phrases: answers)
+    out = g.ground_images([np.zeros((70, 100, 3), np.uint8)] * 2, ["a", "b"])
+    assert_box(out[0], (10.0, 14.0, 40.0, 42.0))
+    assert out[0].score == 0.37
+    assert_no_prior(out[1], "no box")  # an unparsed answer stays a flagged no-prior (score 0)

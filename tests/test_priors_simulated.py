@@ -121,5 +121,6 @@ def test_registry_builds_it_and_rejects_unknown_names():
     assert isinstance(sim, SimulatedGrounder) and sim.preset.name == "kosmos-2" and sim.seed == 3
     with pytest.raises(ValueError, match="unknown simulated preset"):
         SimulatedGrounder("gpt-9")
-    with pytest.raises(ValueError, match="'cache', 'mllm', 'simulated'"):
+    with pytest.raises(ValueError, match="'cache', 'grounding_dino', 'mllm', 'mm_grounding_dino', "
+                                         "'sam3', 'simulated'"):
         make_provider("oracle")

@@ -1,9 +1,12 @@
 """Multimodal priors: providers that ground a phrase (box/points/score), soft proposals, a cache.
 
 * :func:`make_provider` builds a :class:`PriorProvider` by name: ``simulated`` (a calibrated
-  stand-in MLLM for SynthRef, the default), ``mllm`` (a transformers grounder, imported on first
-  use) or ``cache`` (groundings read from a file by sample id).
-* :func:`to_soft_proposal` / :func:`soft_proposals` turn groundings into HxW probability maps.
+  stand-in MLLM for SynthRef, the default), the local-checkpoint providers (imported on first use)
+  ``mllm`` (Qwen2/2.5/3-VL, Florence-2), ``grounding_dino``, ``mm_grounding_dino`` (open-set
+  detectors) and ``sam3`` (mask priors), or ``cache`` (groundings read from a file by sample id).
+  Every grounding carries its provider's confidence score.
+* :func:`to_soft_proposal` / :func:`soft_proposals` turn groundings into HxW probability maps
+  (``box``, ``gaussian``, a grounding's own ``mask``, or box-prompted ``sam`` / ``sam2``).
 * :func:`load_priors` computes a split's priors once, caches them, returns a :class:`PriorTable`.
 * ``l2l-priors`` (:mod:`l2l_env.priors.cli`) computes, shards, merges and reports on priors.
 """

@@ -1,7 +1,8 @@
 """What a prior is (:class:`Grounding`) and what gives one (:class:`PriorProvider`).
 
 A provider grounds a referring phrase in its image: a box in original image pixels, optional
-points, a confidence score. A provider that cannot ground a phrase returns a grounding with
+points, optionally the referent's mask (a provider that segments the phrase), and its confidence
+score. A provider that cannot ground a phrase returns a grounding with
 ``box=None`` (``no_prior``); it never fakes a box with zero confidence.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as coco_mask
 
 from l2l_env.data.types import Box, ReferringSample
 
@@ -24,11 +26,15 @@ class Grounding:
 
     :param box: ``(x, y, w, h)`` in original image pixels; ``None`` when there is no prior.
     :param points: optional ``(x, y)`` points on the referent, original image pixels.
-    :param score: the provider's confidence in ``[0, 1]``.
+    :param score: the provider's confidence in ``[0, 1]`` (caches written before scores were
+        recorded read as 1).
     :param parsed: ``False`` when a model's answer could not be parsed.
     :param raw: the raw model answer (diagnostics; the simulator names its error kind here).
     :param image_size: ``(height, width)`` of the image the box refers to, when known; proposals
         scale the box from this size to theirs.
+    :param mask: the referent's mask as COCO compressed RLE ``counts`` (:func:`encode_mask`) in
+        pixels of ``image_size`` (required with a mask), from providers that segment the phrase;
+        ``box`` is then the mask's bounding box.
     """
 
     box: Box | None
@@ -37,6 +43,11 @@ class Grounding:
     parsed: bool = True
     raw: str = ""
     image_size: tuple[int, int] | None = None
+    mask: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and self.image_size is None:
+            raise ValueError("a grounding with a mask needs image_size (the mask's height, width)")
 
     @property
     def no_prior(self) -> bool:
@@ -54,6 +65,8 @@ class Grounding:
             d["raw"] = self.raw
         if self.image_size is not None:
             d["image_size"] = [int(v) for v in self.image_size]
+        if self.mask is not None:
+            d["mask"] = self.mask
         return d
 
     @classmethod
@@ -76,9 +89,14 @@ class Grounding:
         if not math.isfinite(score):
             raise ValueError(f"grounding 'score' must be finite, got {score}")
         size = d.get("image_size")
+        mask = d.get("mask")
+        if mask is not None and (not isinstance(mask, str) or size is None):
+            raise ValueError("grounding 'mask' must be an RLE counts string next to "
+                             f"'image_size', got {type(mask).__name__} with image_size {size!r}")
         return cls(box=box, points=points, score=score,
                    parsed=bool(d.get("parsed", True)), raw=str(d.get("raw", "")),
-                   image_size=None if size is None else (int(size[0]), int(size[1])))
+                   image_size=None if size is None else (int(size[0]), int(size[1])),
+                   mask=mask)
 
 
 NO_PRIOR = Grounding(box=None, score=0.0)
@@ -105,6 +123,27 @@ class PriorProvider(abc.ABC):
     def config(self) -> dict[str, Any]:
         """What determines this provider's answers (hashed into cache keys)."""
         return {"name": self.name}
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """An ``HxW`` boolean mask -> its COCO compressed RLE ``counts`` string."""
+    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return rle["counts"].decode("ascii")
+
+
+def decode_mask(counts: str, size: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`encode_mask`: the ``size`` = ``(H, W)`` boolean mask."""
+    rle = {"size": [int(size[0]), int(size[1])], "counts": counts.encode("ascii")}
+    return coco_mask.decode(rle).astype(bool)
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
+    """The tight ``(x, y, w, h)`` pixel box of a boolean mask; ``None`` when it is empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    x0, y0 = float(xs.min()), float(ys.min())
+    return (x0, y0, float(xs.max()) + 1.0 - x0, float(ys.max()) + 1.0 - y0)
 
 
 def box_iou(a: Box | None, b: Box | None) -> float:

@@ -5,7 +5,11 @@ File format (``l2l-priors/1``), one JSON object per line::
     {"format": "l2l-priors/1", "provider": {...provider config...}, ...}      <- header
     {"id": "12:34", "check": "9f1c0a2e", "box": [x, y, w, h], "score": 0.93, ...}
 
-``id`` is the sample id ``"ref_id:sent_id"``; ``check`` is a short hash of what the prior was
+``score`` is the provider's confidence in its grounding (an MLLM's token probability, a detector's
+score, the simulator's calibrated one); a line without it (a cache written before scores were
+recorded) reads as 1. A provider that segments the phrase adds ``mask`` (COCO RLE counts in
+pixels of ``image_size``). ``id`` is the sample id ``"ref_id:sent_id"``; ``check`` is a short
+hash of what the prior was
 computed from (image id, phrase, referent box), so an entry of another version of the data is
 recomputed rather than trusted; ``sum`` (last) is the checksum of the entry, so an entry whose
 bytes changed is named and recomputed too. Lines are appended in chunks, each flushed to disk,

@@ -1,8 +1,12 @@
 """``l2l-priors``: compute, merge and report on priors.
 
-    l2l-priors [compute] --dataset refcoco --provider mllm --model PATH [--out FILE] [--shard i/n]
+    l2l-priors [compute] --dataset refcoco --provider PROVIDER --model PATH [--out FILE]
+               [--shard i/n]
     l2l-priors report --dataset synthref [--provider simulated] [--preset NAME] [--json]
     l2l-priors merge FILE [--remove-shards]
+
+PROVIDER is ``mllm`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Florence-2), ``grounding_dino``,
+``mm_grounding_dino`` or ``sam3`` (a local checkpoint folder each), ``simulated`` or ``cache``.
 
 ``compute`` (the default command) grounds every sentence of the chosen splits (default: all) and
 appends them to ``--out`` (one file for all splits), or, without ``--out``, to the cache file
@@ -28,7 +32,7 @@ from l2l_env.data import DATASETS, SPLITS, load_table
 from l2l_env.data.types import RefSplit
 from l2l_env.priors.cache import (CacheError, compute_priors, merge_shards, parse_shard,
                                   shard_from_env, source_of)
-from l2l_env.priors.registry import PROVIDERS, make_provider
+from l2l_env.priors.registry import MODEL_PROVIDERS, PROVIDERS, make_provider
 from l2l_env.priors.report import format_report, json_report, prior_quality
 from l2l_env.priors.simulated import DEFAULT_PRESET, PRESETS
 from l2l_env.priors.table import load_priors, priors_path
@@ -40,12 +44,13 @@ def provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The provider's kwargs from the command line (only what was given)."""
     if args.provider == "simulated":
         kwargs: dict[str, Any] = {"preset": args.preset or DEFAULT_PRESET, "seed": args.seed}
-    elif args.provider == "mllm":
+    elif args.provider in MODEL_PROVIDERS:
         if not args.model:
-            raise ValueError("--provider mllm needs --model PATH (a local transformers model "
-                             "folder)")
-        kwargs = {"model": args.model, "family": args.family, "device": args.device,
-                  "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+            raise ValueError(f"--provider {args.provider} needs --model PATH (a local "
+                             "transformers model folder)")
+        kwargs = {"model": args.model, "device": args.device, "batch_size": args.batch_size}
+        if args.provider == "mllm":
+            kwargs.update(family=args.family, max_new_tokens=args.max_new_tokens)
         if kwargs["device"] == "cuda" and "LOCAL_RANK" in os.environ:
             kwargs["device"] = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     else:
@@ -54,6 +59,9 @@ def provider_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs = {"path": args.path}
     if args.preset and args.provider != "simulated":
         raise ValueError(f"--preset only applies to --provider simulated, not {args.provider!r}")
+    for flag, value in (("--family", args.family), ("--max-new-tokens", args.max_new_tokens)):
+        if value is not None and args.provider != "mllm":
+            raise ValueError(f"{flag} only applies to --provider mllm, not {args.provider!r}")
     kwargs.update(parse_key_values(args.provider_option, "--provider-option"))
     return {k: v for k, v in kwargs.items() if v is not None}
 
@@ -69,10 +77,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help=f"simulated MLLM preset (default {DEFAULT_PRESET})")
     p.add_argument("--seed", type=int, default=0, help="simulated provider seed")
-    p.add_argument("--model", default=None, help="mllm: local model folder")
-    p.add_argument("--family", default=None, help="mllm: qwen2-vl | qwen2.5-vl | florence-2")
-    p.add_argument("--device", default=None, help="mllm: cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="mllm: samples per forward pass")
+    p.add_argument("--model", default=None,
+                   help=f"{' | '.join(MODEL_PROVIDERS)}: local model folder")
+    p.add_argument("--family", default=None,
+                   help="mllm: qwen2-vl | qwen2.5-vl | qwen3-vl | florence-2 (default: detected)")
+    p.add_argument("--device", default=None, help="model providers: cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="model providers: samples per forward pass")
     p.add_argument("--max-new-tokens", type=int, default=None, help="mllm: answer length limit")
     p.add_argument("--path", default=None, help="cache provider: the prior file to read")
     p.add_argument("--provider-option", "-p", action="append", default=[], metavar="KEY=VALUE",

@@ -13,8 +13,13 @@ family           prompt                                      answer frame
                  coordinates using JSON format"              the resized (``smart_resize``) input
 ``qwen2_vl``     chat template, image + ``<|object_ref_*|>``  ``<|box_start|>(x1,y1),(x2,y2)``,
                  phrase                                      0..1000
+``qwen3_vl``     chat template, image + "output the bbox      ``bbox_2d`` JSON, 0..1000 of each
+                 coordinates in JSON format"                 axis of the image
 ``florence2``    task token + phrase                         ``<loc_i>`` bins 0..999
 ===============  ==========================================  ======================================
+
+The score of a grounding is the model's own confidence in its answer: the geometric mean of the
+probabilities it gave the coordinate tokens it generated (:func:`token_confidence`).
 
 Florence-2 must be the transformers-native port (``Florence2ForConditionalGeneration``, e.g. the
 ``florence-community`` checkpoints), not the ``trust_remote_code`` original.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +43,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from l2l_env.data.types import ReferringSample
-from l2l_env.priors.base import Grounding, PriorProvider
-from l2l_env.priors.mllm_parsers import parse_florence2, parse_qwen2, parse_qwen25
+from l2l_env.priors.base import Grounding
+from l2l_env.priors.checkpoints import (LocalModelGrounder, checkpoint_folder, model_type,
+                                         resolve_dtype, to_pil)
+from l2l_env.priors.mllm_parsers import parse_florence2, parse_qwen2, parse_qwen3, parse_qwen25
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "florence2")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "florence2")
 """Canonical family names (``config.json`` ``model_type`` values)."""
 
 DEFAULT_PROMPTS = {
     "qwen2_5_vl": 'Locate "{phrase}" in the image, output its bbox coordinates using JSON format.',
     "qwen2_vl": "Output the bounding box of <|object_ref_start|>{phrase}<|object_ref_end|> "
                 "in the image.",
+    "qwen3_vl": 'Locate "{phrase}" in this image and output the bbox coordinates in JSON format.',
     "florence2": "<CAPTION_TO_PHRASE_GROUNDING>{phrase}",
 }
 """Default prompt per family; ``{phrase}`` is replaced by the referring phrase."""
@@ -65,51 +73,25 @@ _FILLER_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "</s>", "<s>", 
 
 
 def normalize_family(family: str) -> str:
-    """``"Qwen2.5-VL"``, ``"qwen2_5_vl"``, ``"florence-2"`` ... -> a name in :data:`FAMILIES`."""
+    """``"Qwen2.5-VL"``, ``"qwen3_vl"``, ``"florence-2"`` ... -> a name in :data:`FAMILIES`."""
     key = family.lower().replace("-", "").replace("_", "").replace(".", "")
     canon = {f.replace("_", ""): f for f in FAMILIES}
     if key not in canon:
         raise ValueError(f"unknown MLLM family {family!r}; expected one of {list(FAMILIES)} "
-                         "(or spellings like 'qwen2.5-vl', 'florence-2')")
+                         "(or spellings like 'qwen2.5-vl', 'qwen3-vl', 'florence-2')")
     return canon[key]
 
 
 def detect_family(model_dir: str | Path) -> str:
     """The family of a local checkpoint, from ``model_type`` in its ``config.json``."""
-    cfg_path = Path(model_dir) / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: no config.json; MLLMGrounder loads a local "
-                                "checkpoint folder (downloads are not attempted)")
-    model_type = str(json.loads(cfg_path.read_text()).get("model_type", ""))
+    found = model_type(model_dir, "MLLMGrounder")
     try:
-        return normalize_family(model_type)
+        return normalize_family(found)
     except ValueError:
-        raise ValueError(f"{cfg_path}: model_type {model_type!r} is not a supported grounding "
-                         f"family; expected one of {list(FAMILIES)}, or pass family=...") from None
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype | str:
-    if dtype is None:
-        return torch.float32 if torch.device(device).type == "cpu" else "auto"
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    resolved = getattr(torch, str(dtype), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. 'float32', "
-                         "'bfloat16') or 'auto'")
-    return resolved
-
-
-def to_pil(image: np.ndarray) -> Image.Image:
-    """An ``HxWx3`` (or ``HxW``) uint8 array -> an RGB PIL image."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"image must be HxWx3 uint8, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got dtype {arr.dtype}")
-    return Image.fromarray(arr[:, :, :3])
+        raise ValueError(f"{Path(model_dir) / 'config.json'}: model_type {found!r} is not a "
+                         f"supported MLLM grounding family; expected one of {list(FAMILIES)}, or "
+                         "pass family=... (Grounding DINO and SAM 3 checkpoints have providers "
+                         "of their own: grounding_dino, mm_grounding_dino, sam3)") from None
 
 
 def _strip_filler(text: str, extra: Sequence[str | None]) -> str:
@@ -119,7 +101,7 @@ def _strip_filler(text: str, extra: Sequence[str | None]) -> str:
 
 
 class _QwenAdapter:
-    """Prompting, input assembly and parsing for Qwen2-VL and Qwen2.5-VL."""
+    """Prompting, input assembly and parsing for Qwen2-VL, Qwen2.5-VL and Qwen3-VL."""
 
     def __init__(self, path: Path, family: str, prompt: str) -> None:
         from transformers import AutoImageProcessor, AutoTokenizer
@@ -165,6 +147,8 @@ class _QwenAdapter:
               ) -> Grounding:
         if self.family == "qwen2_5_vl":
             return parse_qwen25(text, resized_hw, original_hw)
+        if self.family == "qwen3_vl":
+            return parse_qwen3(text, original_hw)
         return parse_qwen2(text, original_hw)
 
 
@@ -189,6 +173,7 @@ class _FlorenceAdapter:
                              f"got {prompt!r}")
         self.prompt = prompt
         self.processor = AutoProcessor.from_pretrained(path)
+        self.tokenizer = self.processor.tokenizer
 
     def encode(self, images: list[Image.Image], phrases: list[str]) -> tuple[dict, list[Any]]:
         texts = [self.prompt.replace("{phrase}", p) for p in phrases]
@@ -210,17 +195,18 @@ def _model_class(family: str) -> Callable[..., torch.nn.Module]:
 
     name = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
             "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+            "qwen3_vl": "Qwen3VLForConditionalGeneration",
             "florence2": "Florence2ForConditionalGeneration"}[family]
     return getattr(transformers, name)
 
 
-class MLLMGrounder(PriorProvider):
+class MLLMGrounder(LocalModelGrounder):
     """Grounds phrases with a local transformers vision-language model, in batches.
 
     :param model: path of a local checkpoint folder (``config.json``, weights, tokenizer,
         image processor).
-    :param family: ``"qwen2_vl"``, ``"qwen2_5_vl"`` or ``"florence2"`` (spellings like
-        ``"qwen2.5-vl"`` work); ``None`` reads ``model_type`` from ``config.json``.
+    :param family: ``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"qwen3_vl"`` or ``"florence2"`` (spellings
+        like ``"qwen2.5-vl"`` work); ``None`` reads ``model_type`` from ``config.json``.
     :param device: torch device for the model.
     :param batch_size: image-phrase pairs per ``generate`` call.
     :param max_new_tokens: generation budget per answer.
@@ -235,14 +221,11 @@ class MLLMGrounder(PriorProvider):
     def __init__(self, model: str | Path, family: str | None = None, device: str = "cpu",
                  batch_size: int = 8, max_new_tokens: int = 64,
                  dtype: str | torch.dtype | None = None, prompt: str | None = None) -> None:
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"MLLM checkpoint folder {str(path)!r} does not exist "
-                                    "(pass a local path; models are never downloaded)")
+        path = checkpoint_folder(model, "MLLM")
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, "
                              f"{max_new_tokens}")
-        self.path = path.resolve()
+        self.path = path
         self.family = normalize_family(family) if family is not None else detect_family(path)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -252,44 +235,67 @@ class MLLMGrounder(PriorProvider):
             _FlorenceAdapter(self.path, self.prompt) if self.family == "florence2"
             else _QwenAdapter(self.path, self.family, self.prompt))
         self.model = _model_class(self.family).from_pretrained(
-            self.path, dtype=_resolve_dtype(dtype, device)).to(self.device).eval()
+            self.path, dtype=resolve_dtype(dtype, device)).to(self.device).eval()
         self.dtype = next(self.model.parameters()).dtype
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "model": str(self.path), "family": self.family,
                 "prompt": self.prompt, "max_new_tokens": self.max_new_tokens}
 
-    def ground_batch(self, samples: Sequence[ReferringSample],
-                     split: str | None = None) -> list[Grounding]:
-        """One grounding per sample (``split`` is ignored: a model grounds every split alike)."""
-        return self.ground_images([s.image for s in samples], [s.phrase for s in samples])
-
-    def ground_image(self, image: np.ndarray, phrase: str) -> Grounding:
-        """Ground one phrase in one ``HxWx3`` uint8 image."""
-        return self.ground_images([image], [phrase])[0]
-
-    def ground_images(self, images: Sequence[np.ndarray], phrases: Sequence[str]
-                      ) -> list[Grounding]:
-        """Ground ``phrases[i]`` in ``images[i]``, ``batch_size`` pairs per ``generate`` call."""
-        if len(images) != len(phrases):
-            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
-        out: list[Grounding] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = [to_pil(im) for im in images[start:start + self.batch_size]]
-            out.extend(self._ground_chunk(chunk, list(phrases[start:start + self.batch_size])))
-        return out
-
     def answers(self, images: list[Image.Image], phrases: list[str]) -> tuple[list[str], list]:
         """The raw decoded answers for one batch, and each image's model-input size (or None)."""
+        texts, _, resized = self.generate(images, phrases)
+        return texts, resized
+
+    def generate(self, images: list[Image.Image], phrases: list[str]
+                 ) -> tuple[list[str], list[float], list]:
+        """One greedy ``generate`` call: the decoded answers, their :func:`token_confidence`
+        and each image's model-input size (or None)."""
         inputs, resized = self.adapter.encode(images, phrases)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
-            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
-                                            do_sample=False, num_beams=1)
-        return self.adapter.decode(generated.cpu(), inputs), resized
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                      do_sample=False, num_beams=1, output_scores=True,
+                                      return_dict_in_generate=True)
+            logprobs = self.model.compute_transition_scores(out.sequences, out.scores,
+                                                            normalize_logits=True)
+        sequences = out.sequences.cpu()
+        new_ids = sequences[:, sequences.shape[1] - logprobs.shape[1]:]
+        confidences = [self._confidence(ids.tolist(), lp.tolist())
+                       for ids, lp in zip(new_ids, logprobs.float().cpu())]
+        return self.adapter.decode(sequences, inputs), confidences, resized
 
-    def _ground_chunk(self, images: list[Image.Image], phrases: list[str]) -> list[Grounding]:
-        texts, resized = self.answers(images, phrases)
-        return [self.adapter.parse(text, rs, (im.height, im.width))
-                for text, rs, im in zip(texts, resized, images)]
+    def _confidence(self, ids: list[int], logprobs: list[float]) -> float:
+        """:func:`token_confidence` of one answer, up to its first end or padding token."""
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+        stops = {t for t in (*eos, gen.pad_token_id) if t is not None}
+        end = next((k for k, t in enumerate(ids) if t in stops), len(ids))
+        tokens = self.adapter.tokenizer.convert_ids_to_tokens(ids[:end])
+        return token_confidence(tokens, logprobs[:end])
+
+    def ground_chunk(self, images: list[Image.Image], phrases: list[str]) -> list[Grounding]:
+        texts, confidences, resized = self.generate(images, phrases)
+        out = []
+        for text, conf, rs, im in zip(texts, confidences, resized, images):
+            g = self.adapter.parse(text, rs, (im.height, im.width))
+            out.append(replace(g, score=conf) if g.parsed else g)
+        return out
+
+
+def token_confidence(tokens: Sequence[str], logprobs: Sequence[float]) -> float:
+    """An MLLM's confidence in its answer: ``exp(mean log p)`` over the answer's coordinate
+    tokens (those that spell a digit or a location bin), over all its tokens when none does, 0
+    for an empty answer; rounded to 4 decimals.
+
+    :param tokens: the generated tokens (before the end-of-answer token), as strings.
+    :param logprobs: the log-probability the model gave each of them.
+    """
+    if len(tokens) != len(logprobs):
+        raise ValueError(f"got {len(tokens)} tokens but {len(logprobs)} log-probabilities")
+    coords = [lp for tok, lp in zip(tokens, logprobs) if any(c.isdigit() for c in tok)]
+    chosen = coords or list(logprobs)
+    if not chosen:
+        return 0.0
+    return round(float(np.exp(np.mean(chosen))), 4)

@@ -6,6 +6,10 @@ pixels of the original image:
 * **Qwen2.5-VL**: JSON ``[{"bbox_2d": [x1, y1, x2, y2], "label": ...}]`` in absolute pixels of
   the *resized* model input (``smart_resize`` to multiples of 28), so the caller passes that size.
 * **Qwen2-VL**: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` normalised to ``0..1000``.
+* **Qwen3-VL**: JSON ``[{"bbox_2d": [x1, y1, x2, y2], "label": ...}]`` like Qwen2.5-VL, but
+  relative to the image: each coordinate is normalised to ``0..1000`` of its axis (Qwen3-VL went
+  back to Qwen2-VL's relative frame; the Qwen3-VL fine-tuning guide's grounding data format), so
+  no resized size is needed.
 * **Florence-2**: location tokens ``<loc_0>..<loc_999>``, four per box, each the index of one of
   1000 bins along its axis (a bin's centre is the coordinate, as Florence-2's own post-processor).
 
@@ -39,7 +43,7 @@ _LOC_RE = re.compile(r"<loc_(\d+)>")
 _LOC_RUN_RE = re.compile(r"(?:<loc_\d+>\s*){4,}")
 
 QWEN2_SCALE = 1000.0
-"""Qwen2-VL's box coordinates are normalised to ``0..QWEN2_SCALE``."""
+"""Qwen2-VL's and Qwen3-VL's box coordinates are normalised to ``0..QWEN2_SCALE``."""
 FLORENCE_BINS = 1000
 """Florence-2 quantises each axis into this many location bins."""
 
@@ -139,6 +143,16 @@ def json_boxes(text: str) -> list[tuple[list[float], float | None]]:
     return boxes
 
 
+def _scaled_json_box(text: str, sy: float, sx: float, original_hw: tuple[int, int]
+                     ) -> Grounding:
+    """The picked JSON box of ``text`` with x scaled by ``sx`` and y by ``sy``."""
+    boxes = json_boxes(text)
+    if not boxes:
+        return unparsed(text, original_hw)
+    (x1, y1, x2, y2), score = _pick(boxes)
+    return finalize_box(x1 * sx, y1 * sy, x2 * sx, y2 * sy, *original_hw, raw=text, score=score)
+
+
 def parse_qwen25(text: str, resized_hw: tuple[int, int], original_hw: tuple[int, int]) -> Grounding:
     """Parse a Qwen2.5-VL answer (absolute pixels of the resized input) to original pixels.
 
@@ -146,13 +160,14 @@ def parse_qwen25(text: str, resized_hw: tuple[int, int], original_hw: tuple[int,
         ``smart_resize``); the answer's coordinates refer to it.
     :param original_hw: ``(height, width)`` of the original image.
     """
-    boxes = json_boxes(text)
-    if not boxes:
-        return unparsed(text, original_hw)
-    (x1, y1, x2, y2), score = _pick(boxes)
-    sy = original_hw[0] / float(resized_hw[0])
-    sx = original_hw[1] / float(resized_hw[1])
-    return finalize_box(x1 * sx, y1 * sy, x2 * sx, y2 * sy, *original_hw, raw=text, score=score)
+    return _scaled_json_box(text, original_hw[0] / float(resized_hw[0]),
+                            original_hw[1] / float(resized_hw[1]), original_hw)
+
+
+def parse_qwen3(text: str, original_hw: tuple[int, int]) -> Grounding:
+    """Parse a Qwen3-VL answer: JSON ``bbox_2d`` normalised to ``0..1000`` of each axis."""
+    return _scaled_json_box(text, original_hw[0] / QWEN2_SCALE, original_hw[1] / QWEN2_SCALE,
+                            original_hw)
 
 
 def parse_qwen2(text: str, original_hw: tuple[int, int]) -> Grounding:

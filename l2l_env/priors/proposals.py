@@ -7,8 +7,11 @@ Kinds (registry :data:`PROPOSALS`, by name):
   edge.
 * ``gaussian``: a Gaussian at the box centre (or at each of the grounding's points, their max)
   whose 0.5 contour is, by default, the ellipse inscribed in the box.
-* ``sam``: a SAM mask prompted by the box (``l2l_env.priors.sam``, imported on first use; needs
-  ``image=`` and ``proposer=`` or ``model_path=``).
+* ``sam`` / ``sam2``: a SAM / SAM 2 mask prompted by the box (``l2l_env.priors.sam``, imported
+  on first use; needs ``image=`` and ``proposer=`` or ``model_path=``).
+* ``mask``: the grounding's own mask (from a provider that segments the phrase, e.g. ``sam3``),
+  resized with antialiasing (soft only along its edges); a grounding without a mask renders its
+  ``box`` proposal.
 
 A grounding without a box (``no_prior``) gives the flat map :data:`NO_PRIOR_VALUE` (0.5: no
 information), never a confident zero; callers carry the ``no_prior`` flag next to the map.
@@ -23,14 +26,17 @@ grounding's own, else the ``image_size`` argument, else the map's size). With
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from l2l_env.priors.base import Grounding
+from l2l_env.priors.base import Grounding, decode_mask
 from segmenter.config import NO_PRIOR_VALUE
+
 GAUSS_INSCRIBED = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 """Gaussian sigma, as a fraction of the box side, whose 0.5 contour is the inscribed ellipse."""
 
@@ -150,8 +156,7 @@ def proposal_maps(boxes: np.ndarray, height: int, width: int, kind: str = "box",
     if confidence:
         if scores is None:
             raise ValueError("confidence=True needs scores")
-        w = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)[:, None, None]
-        maps = NO_PRIOR_VALUE + (maps - NO_PRIOR_VALUE) * w
+        maps = with_confidence(maps, np.asarray(scores, dtype=np.float64)[:, None, None])
     maps[missing] = NO_PRIOR_VALUE
     return np.clip(maps, 0.0, 1.0).astype(np.float32)
 
@@ -171,11 +176,17 @@ def _with_size(grounding: Grounding, image_size: tuple[int, int] | None) -> Grou
     return grounding
 
 
+def with_confidence(maps: np.ndarray, scores: np.ndarray | float) -> np.ndarray:
+    """Maps blended toward the uninformative 0.5 by ``1 - score`` (scores clipped to [0, 1])."""
+    return NO_PRIOR_VALUE + (maps - NO_PRIOR_VALUE) * np.clip(scores, 0.0, 1.0)
+
+
 def sam_proposal(grounding: Grounding, height: int, width: int, *, image: np.ndarray,
                  proposer: Callable[..., np.ndarray] | None = None, model_path: str | None = None,
                  device: str = "cpu", confidence: bool = False,
-                 image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A SAM mask prompted by the grounding's box (``l2l_env.priors.sam.SamProposer``).
+                 image_size: tuple[int, int] | None = None, kind: str = "sam") -> np.ndarray:
+    """A SAM (``kind="sam"``) or SAM 2 (``"sam2"``) mask prompted by the grounding's box
+    (``l2l_env.priors.sam.PROPOSERS``).
 
     Pass a ready ``proposer`` to avoid loading the model per call, or ``model_path``.
     """
@@ -183,22 +194,42 @@ def sam_proposal(grounding: Grounding, height: int, width: int, *, image: np.nda
         return np.full((height, width), NO_PRIOR_VALUE, dtype=np.float32)
     grounding = _with_size(grounding, image_size)
     if proposer is None:
+        from l2l_env.priors.sam import PROPOSERS
+
         if model_path is None:
-            raise ValueError("proposal kind 'sam' needs proposer= (a SamProposer) or model_path=")
-        from l2l_env.priors.sam import SamProposer
-        proposer = SamProposer(model_path, device=device)
+            raise ValueError(f"proposal kind {kind!r} needs proposer= (a "
+                             f"{PROPOSERS[kind].__name__}) or model_path=")
+        proposer = PROPOSERS[kind](model_path, device=device)
     out = np.clip(np.asarray(proposer(image, grounding, height, width), dtype=np.float32), 0.0, 1.0)
     if out.shape != (height, width):
-        raise ValueError(f"SAM proposer returned shape {out.shape}, expected {(height, width)}")
+        raise ValueError(f"{kind} proposer returned shape {out.shape}, expected {(height, width)}")
     if confidence:
-        out = NO_PRIOR_VALUE + (out - NO_PRIOR_VALUE) * float(np.clip(grounding.score, 0.0, 1.0))
+        out = with_confidence(out, float(grounding.score))
     return out.astype(np.float32)
 
 
+def mask_proposal(grounding: Grounding, height: int, width: int, *, confidence: bool = False,
+                  image_size: tuple[int, int] | None = None, **box_params: Any) -> np.ndarray:
+    """The grounding's own mask at ``(height, width)`` (bilinear, antialiased when shrinking);
+    without a mask its ``box`` proposal (``box_params`` go to it), without a prior flat 0.5."""
+    if grounding.mask is None or grounding.image_size is None:
+        return soft_proposals([grounding], height, width, "box", image_size=image_size,
+                              confidence=confidence, **box_params)[0]
+    mask = decode_mask(grounding.mask, grounding.image_size).astype(np.float32)
+    out = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.BILINEAR))
+    if confidence:
+        out = with_confidence(out, float(grounding.score))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+SAM_KINDS = ("sam", "sam2")
+"""Proposal kinds that prompt a segmenter with the grounding's box (one batched pass each)."""
 PROPOSALS: dict[str, Callable[..., np.ndarray]] = {
     "box": _vectorised_single("box"),
     "gaussian": _vectorised_single("gaussian"),
     "sam": sam_proposal,
+    "sam2": functools.partial(sam_proposal, kind="sam2"),
+    "mask": mask_proposal,
 }
 """Proposal kinds by name: ``fn(grounding, height, width, **params) -> (H, W) float32``."""
 
@@ -230,11 +261,11 @@ def soft_proposals(groundings: Sequence[Grounding], height: int, width: int, kin
         return proposal_maps(boxes, height, width, kind, image_sizes=sizes, scores=scores,
                              points=points, **params)
     proposer = params.get("proposer")
-    if kind == "sam" and images is not None and hasattr(proposer, "propose") \
+    if kind in SAM_KINDS and images is not None and hasattr(proposer, "propose") \
             and not params.get("confidence"):
         gs = [_with_size(g, image_size) for g in groundings]
         maps = np.asarray(proposer.propose(list(images), gs, height, width), np.float32)
-        return np.clip(maps, 0.0, 1.0)  # one batched SAM pass (SamProposer.propose)
+        return np.clip(maps, 0.0, 1.0)  # one batched pass (SamProposer.propose)
     out = np.empty((len(groundings), height, width), dtype=np.float32)
     for i, g in enumerate(groundings):
         extra = {"image": images[i]} if images is not None else {}
