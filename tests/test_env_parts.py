@@ -198,11 +198,11 @@ def test_the_refcoco_plus_name_as_written_is_an_alias_gym_spec_finds():
 
 
 def test_gym_make_warms_up_once_through_the_shared_warm_up_cache(l2l_cache, tmp_path, monkeypatch):
-    import segmenter as segmenter_package
+    from l2l_env import warmup  # the one warm-up: its training calls are counted
 
     calls = []
-    real_fit = segmenter_package.fit
-    monkeypatch.setattr(segmenter_package, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    real_fit = warmup.fit
+    monkeypatch.setattr(warmup, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
     kwargs = tiny_env_kwargs(l2l_cache, warmup_steps=3, warmup_cache=str(tmp_path / "warm"))
     first = gym.make(l2l_env.ENV_ID, **kwargs)
     second = gym.make(l2l_env.ENV_ID, **kwargs, label_source="prior")  # same warm-up, read back
