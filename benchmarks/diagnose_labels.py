@@ -92,8 +92,8 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
     images, priors = bank.images[rows], bank.priors[rows]
     phrases = [bank.phrases[r] for r in rows]
     gt = np.stack([data.vault.mask(int(r)) for r in rows]).astype(bool)
-    teacher = seg.predict(images, priors, phrases, teacher=True) > 0.5
-    del teacher
+    teacher_p = seg.predict(images, priors, phrases, teacher=True)
+    teacher = teacher_p > 0.5
     student = seg.predict(images, priors, phrases) > 0.5
     text = seg.predict(images, None, phrases, teacher=True) > 0.5
     prior = priors > 0.5
@@ -107,7 +107,6 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
     t_up, p_up = blocks(t_ok, scale), blocks(p_ok & ~t_ok, scale)
     p_fg = blocks(cells(prior, grid) > 0.5, scale)
     oracle_construct = (t_up & teacher) | (p_up & p_fg)
-    teacher_p = seg.predict(images, priors, phrases, teacher=True)
     srcs = {"teacher": teacher, "teacher_text": text, "prior": prior}
     candidates = {
         "prior": prior, "teacher": teacher, "student": student, "teacher_text": text,
