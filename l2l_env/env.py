@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -13,7 +14,7 @@ from l2l_env import factory, labels as L, schema
 from l2l_env.bank import concat_banks, pool_to_grid
 from l2l_env.config import SEED_LIMIT, EnvConfig, make_config
 from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, overlay
-from l2l_env.evaluation import evaluate_segmenter, load_eval_split
+from l2l_env.evaluation import EvalSplit, evaluate_segmenter, load_eval_split
 from l2l_env.loop_data import LoopData, load_table_of
 from l2l_env.predictions import Prediction, PredictionWindow, text_embeddings
 from l2l_env.rewards import Reward, StepContext, make_reward
@@ -144,7 +145,7 @@ class PseudoLabelEnv(gym.Env):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = L.action_space(cfg.action, G)
         self._last_selection: np.ndarray | None = None
-        self._eval_splits: dict[str, Any] = {}
+        self._eval_splits: dict[str, EvalSplit] = {}
         self.last_construction: dict[str, Any] | None = None
         """The last step's loop row, choice codes, label, weight and teacher map (for pictures)."""
 
@@ -190,7 +191,8 @@ class PseudoLabelEnv(gym.Env):
         return info
 
     # ----------------------------------------------------------------- gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or not 0 <= seed < SEED_LIMIT):
             raise ValueError(f"reset(seed={seed!r}): seed must be None or an int in "
@@ -220,7 +222,8 @@ class PseudoLabelEnv(gym.Env):
         self.predictions.restart()
         self._started = True
 
-    def step(self, action):
+    def step(self, action: np.ndarray
+             ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         codes_or_sel = self._validate_action(action)
         pos = self._global_step
         row = self._visits.row_at(pos)
@@ -330,7 +333,7 @@ class PseudoLabelEnv(gym.Env):
         prior = self.loop_bank.priors[row]
         return prior if source == "prior" else 0.5 * (pred.teacher_full + prior)
 
-    def render(self):
+    def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
 
@@ -391,7 +394,7 @@ class PseudoLabelEnv(gym.Env):
         return evaluate_segmenter(self.segmenter, self._eval_splits[split], batch_size=batch_size)
 
     # ----------------------------------------------------------------- internals
-    def _validate_action(self, action) -> np.ndarray:
+    def _validate_action(self, action: np.ndarray) -> np.ndarray:
         """The action as a flat int array; errors say what the action space expects."""
         a = np.asarray(action)
         n = self.grid_size * self.grid_size
@@ -452,7 +455,7 @@ class PseudoLabelEnv(gym.Env):
         return {k: np.clip(v, 0.0 if k != schema.TEXT_KEY else -1.0, 1.0).astype(np.float32)
                 for k, v in obs.items()}
 
-    def _truth_cells(self, row: int):
+    def _truth_cells(self, row: int) -> Callable[[], np.ndarray]:
         def truth() -> np.ndarray:
             mask = self.diagnostic_mask(row)
             return L.cell_fraction(mask.astype(np.float32), self.grid_size).ravel()
