@@ -112,7 +112,8 @@ def test_a_full_disk_names_the_path_and_keeps_the_last_checkpoint(tmp_path, l2l_
     calls = []
 
     def fills_up(obj, fh, *args, **kwargs):
-        calls.append(1)
+        if isinstance(obj, dict) and "stage" in obj:  # a run checkpoint (not a feature cache)
+            calls.append(1)
         if len(calls) == 2:  # the second checkpoint: torch's zip writer finds the disk full
             raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 "
                                "vs 0")
