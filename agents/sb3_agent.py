@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from agents.base import Agent, Callback, read_manifest, register, space_names, write_manifest
 from agents.features import MapFeaturesExtractor
 from agents.obs import Obs, as_batch, check_dict_space, unbatch
+from l2l_env import schema
 
 MODEL = "model.zip"
 ENV_SPACES: tuple[type[spaces.Space], ...] = (spaces.MultiDiscrete, spaces.MultiBinary)
@@ -130,8 +131,8 @@ class _HistoryCallback(BaseCallback):
     def _on_step(self) -> bool:
         self._rewards.extend(np.asarray(self.locals["rewards"], float).ravel().tolist())
         for info in self.locals.get("infos", []):
-            self._cov.append(float(info.get("coverage", np.nan)))
-            self._prec.append(float(info.get("pl_precision", np.nan)))
+            self._cov.append(float(info.get(schema.COVERAGE, np.nan)))
+            self._prec.append(float(info.get(schema.PL_PRECISION, np.nan)))
         if len(self._rewards) >= self.every:
             return self._flush()
         return True

@@ -22,7 +22,7 @@ precision at equal coverage, on SynthRef with the real ``l2l/PseudoLabel-v0`` en
 Writes ``<out>.json`` and ``<out>.md`` (command, machine, settings, tables).
 
     python benchmarks/bench_agents.py [--steps 768] [--grid 32] [--warmup-steps 300]
-        [--out benchmarks/agents_results]
+        [--out benchmarks/results/agents_results]
 """
 
 from __future__ import annotations

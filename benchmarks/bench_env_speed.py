@@ -1,7 +1,7 @@
 """Speed of the pseudo-label environment: env steps per second excluding segmenter work, and the
 share of the full self-evolving loop's wall time that is environment overhead.
 
-    python benchmarks/bench_env_speed.py [--steps 512] [--out benchmarks/env_speed]
+    python benchmarks/bench_env_speed.py [--steps 512] [--out benchmarks/results/env_speed]
 
 Segmenter work (batched predictions and training steps) is timed by wrapping the segmenter's
 ``predict``/``train_step``/``text_features``; everything else inside ``env.step`` is env overhead.
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=512)
     parser.add_argument("--grid", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/env_speed"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/env_speed"))
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     result = measure(args.steps, args.grid, args.seed)

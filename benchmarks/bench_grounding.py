@@ -9,7 +9,7 @@ object-attribute heads on SynthRef's scene annotations: shape, colour, size per 
 fast proxy the text path was chosen with; ``bench_segmenter.py`` confirms the winners.
 
     python benchmarks/bench_grounding.py --variants base_np,words_np --minutes 9 \\
-        --out benchmarks/grounding_curves.json
+        --out benchmarks/results/grounding_curves.json
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="expected seconds per step (sizes the learning-rate schedule)")
     parser.add_argument("--every", type=int, default=400, help="steps between evaluations")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once")
-    parser.add_argument("--out", default="benchmarks/grounding_curves.json")
+    parser.add_argument("--out", default="benchmarks/results/grounding_curves.json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -9,7 +9,7 @@ updates. Agents alternate (threshold, l2l, threshold, l2l, ...) so that load on 
 hits both alike; the table gives the median over repeats.
 
     python benchmarks/bench_loop_speed.py [--loop-steps 1024] [--repeats 2] [--threads 2]
-        [--out benchmarks/loop_speed] [KEY=VALUE ...]
+        [--out benchmarks/results/loop_speed] [KEY=VALUE ...]
 
 Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -58,7 +58,7 @@ def main() -> int:
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/loop_speed")
+    p.add_argument("--out", default="benchmarks/results/loop_speed")
     args = p.parse_intermixed_args()
     agents = args.agents.split(",")
     rows = []

@@ -2,7 +2,7 @@
 of images, on a synthetic data set in the exact refer layout.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 500 2000 8000] [--steps 256]
-        [--root runs/scale_data] [--out benchmarks/scale]
+        [--root runs/scale_data] [--out benchmarks/results/scale]
 
 For each N it writes (once) ``ROOT/refcoco-N``: ``refcoco/instances.json`` (polygon and
 compressed-RLE annotations), ``refcoco/refs(unc).p`` (three referred objects per image, three
@@ -329,7 +329,7 @@ def estimate_table(est: dict[str, Any]) -> str:
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
-    """``benchmarks/scale.md``: the table of ``report`` (as written to the JSON)."""
+    """``benchmarks/results/scale.md``: the table of ``report`` (as written to the JSON)."""
     lines = ["# Scale of the data path: memory, start-up and loop speed against the data set's size",
              "", f"Command: `{report['command']}`", "", f"Machine: {report['machine']}.", "",
              f"Settings: {report['settings']}.", "",
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=256)
     p.add_argument("--repeats", type=int, default=2, help="warm runs per size")
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "scale_data")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "scale")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale")
     p.add_argument("--costs", action="store_true",
                    help="only measure the per-sample data costs at 480 px on the smallest data "
                         "set (after a full run: its prior cache) and add them to OUT.json")

@@ -8,7 +8,7 @@ whether the simulated MLLM's prior box is right (IoU >= 0.5 with the true box) o
 phrase kind; wall time, steps and peak RSS. Writes JSON (``--out``) and a markdown table next to it.
 
     python benchmarks/bench_segmenter.py [--minutes 10] [--compare-minutes 3]
-        [--out benchmarks/segmenter_results.json]
+        [--out benchmarks/results/segmenter_results.json]
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", default="full,no_prior,no_text,no_guidance",
                         help=f"comma-separated runs of the comparison, from {list(RUNS)}")
     parser.add_argument("--main", default="full", help=f"the main run, one of {list(RUNS)}")
-    parser.add_argument("--out", default="benchmarks/segmenter_results.json")
+    parser.add_argument("--out", default="benchmarks/results/segmenter_results.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="qwen2.5-vl-7b", help="simulated MLLM preset")

@@ -5,12 +5,12 @@ construction form, ``l2l`` and the two analysis-only oracles), plus the supervis
 supervised rows.
 
     python benchmarks/run_ablation.py [--ratios 0.01,0.05,0.1] [--seeds 0,1,2] [--jobs 1]
-        [--agents ...] [--out benchmarks/ablation] [KEY=VALUE ...]
+        [--agents ...] [--out benchmarks/results/ablation] [KEY=VALUE ...]
 
 Resumable: run it again and finished runs are skipped. The runs (results.json, checkpoints,
 TensorBoard logs) go to ``<out>`` (default ``runs/ablation-synthref``, ignored by git); the table,
-CSV, plot and run list are copied to ``benchmarks/ablation/`` for committing, with the quality
-curves and pictures of ``--keep-run`` (default ``l2l-5pct-s0``).
+CSV, plot and run list are copied to ``benchmarks/results/ablation/`` for committing, with the
+quality curves and pictures of ``--keep-run`` (default ``l2l-5pct-s0``).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def main() -> int:
         argv.append("--table-only")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     code = ablate.main(argv + args.overrides)
-    keep = Path(__file__).resolve().parent / "ablation"
-    keep.mkdir(exist_ok=True)
+    keep = Path(__file__).resolve().parent / "results" / "ablation"
+    keep.mkdir(parents=True, exist_ok=True)
     for name in ("table.md", "table.csv", "plot.png", "ablation.json"):
         src = Path(args.out) / name
         if src.is_file():

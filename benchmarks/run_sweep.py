@@ -8,7 +8,7 @@ qwen2.5-vl-7b and 5% labels for the spread of every point once.
     python benchmarks/run_sweep.py [--jobs 2] [--threads 1] [--out runs/sweep] [--no-spread]
 
 Resumable: finished runs are skipped. The table, CSV and plot are copied to
-``benchmarks/sweep/`` for committing.
+``benchmarks/results/sweep/`` for committing.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def main() -> int:
         code = max(code, ablate.main(base + ["--seeds", SPREAD_SEEDS, "--presets", SPREAD_PRESET,
                                              "--ratios", SPREAD_RATIOS]))
         code = max(code, ablate.main(base + ["--seeds", "0", "--table-only"]))  # all grounders
-    keep = Path(__file__).resolve().parent / "sweep"
-    keep.mkdir(exist_ok=True)
+    keep = Path(__file__).resolve().parent / "results" / "sweep"
+    keep.mkdir(parents=True, exist_ok=True)
     for name in ("sweep.md", "sweep.csv", "sweep.png"):
         if (Path(args.out) / name).is_file():
             shutil.copyfile(Path(args.out) / name, keep / name)

@@ -19,9 +19,9 @@ import numpy as np
 
 from l2l_env import schema
 
-PIXEL_KEYS = ("pl_selected_pixels", "pl_correct_pixels")
+PIXEL_KEYS = (schema.PL_SELECTED_PIXELS, schema.PL_CORRECT_PIXELS)
 """Pixel counts, pooled over the loop rather than averaged."""
-STEP_KEYS = ("reward", "coverage", "label_fg_fraction") + tuple(
+STEP_KEYS = ("reward", schema.COVERAGE, schema.LABEL_FG_FRACTION) + tuple(
     k for k in schema.DIAGNOSTIC_SCALARS if k not in PIXEL_KEYS)
 """Per-step scalars averaged over the loop (the ``pl_*`` ones are diagnostics against ground truth,
 on unlabeled steps only: see :data:`l2l_env.schema.DIAGNOSTIC_KEYS`)."""
@@ -41,21 +41,21 @@ class StepRecorder(gym.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        rec = {"reward": float(reward), "updated": bool(info.get("updated", False))}
+        rec = {"reward": float(reward), schema.UPDATED: bool(info.get(schema.UPDATED, False))}
         for key in STEP_KEYS[1:] + PIXEL_KEYS:
             if key in info:
                 rec[key] = float(info[key])
-        seg = info.get("segmenter")
+        seg = info.get(schema.SEGMENTER)
         if seg:
             for key in ("loss", "probe_mIoU", "probe_delta", "pseudo_samples"):
                 if key in seg:
                     rec[f"seg_{key}"] = float(seg[key])
-        for name, value in (info.get("reward_components") or {}).items():
+        for name, value in (info.get(schema.REWARD_COMPONENTS) or {}).items():
             rec[f"reward_{name}"] = float(value)
         self.steps.append(rec)
         built = getattr(self.env.unwrapped, "last_construction", None)
-        if built is not None and not info.get("calibration", False):
-            self.recent.append({**built, "sample_id": str(info.get("sample_id", ""))})
+        if built is not None and not info.get(schema.CALIBRATION, False):
+            self.recent.append({**built, "sample_id": str(info.get(schema.SAMPLE_ID, ""))})
         self.total_steps += 1
         if self.on_step is not None:
             self.on_step(self.total_steps)

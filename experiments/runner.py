@@ -135,35 +135,20 @@ class Runner:
             write_json(self.out / O.CONFIG, run.config_dict)
         trained = run.reached("eval")
         try:
-            dist_info = self.restore_evaluation() if trained else self.train()
+            if trained:
+                dist_info = self.restore_evaluation()
+            else:
+                if not run.reached("loop"):
+                    run_warmup(run, self.parts)
+                agent = (LoopStage.begin(run, self.parts, self.agent).run() if run.has_loop
+                         else None)
+                dist_info = finish_training(run, self.parts, agent)
             set_rng_state(run.state["rng"])
             run.open_logger("eval", 0 if trained else None)
             metrics = evaluate(run, self.parts)
             return report(run, self.parts, metrics, dist_info, self._t_wall)
         finally:
             run.close_logger()
-
-    def train(self) -> dict[str, Any] | None:
-        """The warm-up (unless the checkpoint is past it), the loop of a semi-supervised run,
-        and the end of training; returns the distributed summary."""
-        run, parts = self.run_ctx, self.parts
-        if not run.reached("loop"):
-            run.open_logger("warmup", run.state.get("warmup_done") if run.reached("warmup")
-                            else None)
-            with run.timed("warmup"):
-                run_warmup(run, parts)
-        agent = None
-        if run.has_loop:
-            loop = LoopStage(run, parts, self.agent)
-            if run.reached("loop"):
-                loop.restore()
-            else:
-                loop.start()
-            run.open_logger("loop", run.state.get("loop_done") or None)
-            with run.timed("loop"):
-                loop.run()
-            agent = loop.agent
-        return finish_training(run, parts, agent)
 
     def restore_evaluation(self) -> dict[str, Any] | None:
         """The trained segmenter and statistics of an ``eval`` or ``done`` checkpoint."""

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from l2l_env.data.types import RefSplit, RefTable
 from l2l_env.objects import ObjectRows
@@ -26,13 +24,7 @@ from l2l_env.rows import (GridRows, ImageRows, ImageStore, MaskRows, ProposalRow
                           RowSource, concat_rows, image_store, pool_to_grid)
 
 __all__ = ["GroundTruthVault", "SampleBank", "build_bank", "concat_banks", "pool_to_grid",
-           "train_image_store", "upsample_grid"]
-
-
-def upsample_grid(cells: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour upsampling of (N, G, G) cell values to (N, size, size) float32."""
-    t = torch.from_numpy(np.ascontiguousarray(cells, dtype=np.float32))[:, None]
-    return F.interpolate(t, size=(size, size), mode="nearest")[:, 0].numpy()
+           "train_image_store"]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -13,17 +14,20 @@ from l2l_env import factory, labels as L, schema
 from l2l_env.bank import concat_banks, pool_to_grid
 from l2l_env.config import SEED_LIMIT, EnvConfig, make_config
 from l2l_env.data.visualize import OVERLAY_COLOURS, captioned_panel, overlay
-from l2l_env.evaluation import evaluate_segmenter, load_eval_split
+from l2l_env.evaluation import EvalSplit, evaluate_segmenter, load_eval_split
 from l2l_env.loop_data import LoopData, load_table_of
+from l2l_env.predictions import Prediction, PredictionWindow, text_embeddings
 from l2l_env.rewards import Reward, StepContext, make_reward
+from l2l_env.schedule import VisitSchedule
 from l2l_env.self_training import SelfTrainer
-from segmenter.shared.loader import BatchLoader
+from segmenter.engine import Segmenter
 
 MAP_KEYS = schema.MAP_KEYS
 
 
 class PseudoLabelEnv(gym.Env):
-    """Choose which pixels of an unlabeled sample become pseudo-labels for a self-evolving segmenter.
+    """Choose which pixels of an unlabeled sample become pseudo-labels for a self-evolving
+    segmenter.
 
     ## Description
     The unlabeled train samples of a referring-segmentation data set (SynthRef by default) are
@@ -84,13 +88,16 @@ class PseudoLabelEnv(gym.Env):
     ``gym.make`` loads the parts with :mod:`l2l_env.factory` (segmenter, banks, checkpoint,
     warm-up); :meth:`from_parts` takes them already loaded: the segmenter, a
     :class:`~l2l_env.loop_data.LoopData` and optionally a reward object. Segmenter updates are
-    the :class:`~l2l_env.self_training.SelfTrainer`'s (``env.trainer``).
+    the :class:`~l2l_env.self_training.SelfTrainer`'s (``env.trainer``), the order of visits the
+    :class:`~l2l_env.schedule.VisitSchedule`'s, the student's and the teacher's maps the
+    :class:`~l2l_env.predictions.PredictionWindow`'s (``env.predictions``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(self, config: dict[str, Any] | EnvConfig | None = None,
-                 render_mode: str | None = None, segmenter: Any = None, data: LoopData | None = None,
+                 render_mode: str | None = None,
+                 segmenter: Segmenter | dict[str, Any] | None = None, data: LoopData | None = None,
                  reward_fn: Reward | None = None, **kwargs: Any) -> None:
         if isinstance(segmenter, dict):  # ``segmenter={...}`` is the config field (overrides)
             kwargs["segmenter"], segmenter = segmenter, None
@@ -113,15 +120,17 @@ class PseudoLabelEnv(gym.Env):
         self.image_size = int(self.segmenter.config.image_size)
         self.grid_size = G = cfg.grid_size
         if self.image_size % G:
-            raise ValueError(f"grid_size={G} must divide the segmenter's image_size={self.image_size}")
+            raise ValueError(f"grid_size={G} must divide the segmenter's "
+                             f"image_size={self.image_size}")
         self._scale = self.image_size // G
-        self.reward_fn = reward_fn if reward_fn is not None else make_reward(cfg.reward, **cfg.reward_options)
+        self.reward_fn = reward_fn if reward_fn is not None else \
+            make_reward(cfg.reward, **cfg.reward_options)
         if data is None:  # gym.make: load the parts the config names
             data = factory.prepare_parts(cfg, self.segmenter, table)
         self._started = False
         self._bind(data)
         self._initial_state = copy.deepcopy(self.segmenter.state_dict())
-        text_dim = int(self._text_embeddings([self.unlabeled.phrases[0]]).shape[1])
+        text_dim = int(text_embeddings(self.segmenter, [self.unlabeled.phrases[0]]).shape[1])
         grid_map = spaces.Box(0.0, 1.0, (1, G, G), np.float32)
         obs_spaces: dict[str, spaces.Space] = {k: grid_map for k in MAP_KEYS}
         obs_spaces[schema.TEXT_KEY] = spaces.Box(-1.0, 1.0, (text_dim,), np.float32)
@@ -136,12 +145,12 @@ class PseudoLabelEnv(gym.Env):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = L.action_space(cfg.action, G)
         self._last_selection: np.ndarray | None = None
-        self._eval_splits: dict[str, Any] = {}
+        self._eval_splits: dict[str, EvalSplit] = {}
         self.last_construction: dict[str, Any] | None = None
         """The last step's loop row, choice codes, label, weight and teacher map (for pictures)."""
 
     @classmethod
-    def from_parts(cls, segmenter: Any, data: LoopData, reward_fn: Reward | None = None,
+    def from_parts(cls, segmenter: Segmenter, data: LoopData, reward_fn: Reward | None = None,
                    config: dict[str, Any] | EnvConfig | None = None, render_mode: str | None = None,
                    **kwargs: Any) -> PseudoLabelEnv:
         """An env over parts that are already loaded: the segmenter (warmed up as wanted), the
@@ -167,8 +176,9 @@ class PseudoLabelEnv(gym.Env):
                                    update_steps=cfg.update_steps, labeled_batch=cfg.labeled_batch,
                                    pseudo_weight=cfg.pseudo_weight, num_workers=cfg.num_workers,
                                    pseudo_prior_dropout=cfg.pseudo_prior_dropout)
-        self._inputs: Any = None  # the loader of prediction inputs (workers start on first use)
-        self._ahead: tuple[np.ndarray, Any] | None = None
+        self.predictions = PredictionWindow(self.segmenter, self.loop_bank, grid_size=cfg.grid_size,
+                                            update_interval=cfg.update_interval,
+                                            num_workers=cfg.num_workers)
 
     def shard(self, rank: int, world_size: int) -> dict[str, int]:
         """Keep only this rank's share of the unlabeled pool (every ``world_size``-th referred
@@ -181,7 +191,8 @@ class PseudoLabelEnv(gym.Env):
         return info
 
     # ----------------------------------------------------------------- gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or not 0 <= seed < SEED_LIMIT):
             raise ValueError(f"reset(seed={seed!r}): seed must be None or an int in "
@@ -195,74 +206,79 @@ class PseudoLabelEnv(gym.Env):
             self._restart()
         self._episode_step = 0
         self._last_selection = None
-        return self._observation(), {"sample_id": self._current_sample_id(),
-                                     "global_step": self._global_step}
+        return self._observation(), {schema.SAMPLE_ID: self._current_sample_id(),
+                                     schema.GLOBAL_STEP: self._global_step}
 
     def _restart(self) -> None:
         """Back to the start of the run: segmenter state, sample order, counters."""
         self.segmenter.load_state_dict(copy.deepcopy(self._initial_state))
-        self._rng = np.random.default_rng(self.np_random.integers(2**63))
-        self._calib_rng = np.random.default_rng(self.np_random.integers(2**63))
-        self._schedule = np.zeros(0, dtype=np.int64)
-        self._calib_schedule = np.zeros(0, dtype=np.int64)
+        rng = np.random.default_rng(self.np_random.integers(2**63))
+        calib_rng = np.random.default_rng(self.np_random.integers(2**63))
+        probe_rows = [[r + self.num_unlabeled for r in g] for g in self.probe.ref_rows]
+        self._visits = VisitSchedule(self.unlabeled.ref_rows, probe_rows,
+                                     self.config.calibration_every, rng, calib_rng)
         self._global_step = 0
         self.trainer.reset()
-        self._cache: dict[int, dict[str, np.ndarray]] = {}
-        self._ahead = None
+        self.predictions.restart()
         self._started = True
 
-    def step(self, action):
+    def step(self, action: np.ndarray
+             ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         codes_or_sel = self._validate_action(action)
         pos = self._global_step
-        row = self._row_at(pos)
+        row = self._visits.row_at(pos)
         bank = self.loop_bank
-        pred = self._predictions(pos)
+        pred = self.predictions_at(pos)
         G = self.grid_size
         candidate = self._candidate(row, pred)
         label = self._construct(codes_or_sel.reshape(G, G), pred, candidate)
         calibration = self.is_calibration(row)
         selection = label.selected.ravel()
-        ctx = StepContext(selection=selection, labels=(label.cell_label.ravel() > 0.5).astype(np.float32),
+        ctx = StepContext(selection=selection,
+                          labels=(label.cell_label.ravel() > 0.5).astype(np.float32),
                           prior=bank.prior_grid[row].ravel(),
-                          student=pred["student_grid"].ravel(), teacher=pred["teacher_grid"].ravel(),
+                          student=pred.student_grid.ravel(), teacher=pred.teacher_grid.ravel(),
                           no_prior=bool(bank.no_prior[row]), codes=label.codes.ravel(),
-                          teacher_full=pred["teacher_full"],
+                          teacher_full=pred.teacher_full,
                           heldout_truth=self._calibration_mask(row) if calibration else None,
-                          truth=self._truth_cells(row) if self.reward_fn.uses_ground_truth else None,
+                          truth=(self._truth_cells(row) if self.reward_fn.uses_ground_truth
+                                 else None),
                           extras=self._step_extras(row, pred, label, calibration))
         result = self.reward_fn.step(ctx)
         if not calibration:
             self.trainer.add(row, label.label, label.weight)
         self._last_selection = label.codes
         self.last_construction = {"row": row, "codes": label.codes, "label": label.label,
-                                  "weight": label.weight, "teacher": pred["teacher_full"]}
+                                  "weight": label.weight, "teacher": pred.teacher_full}
         reward = float(result.value)
         info: dict[str, Any] = {
-            "sample_id": bank.sample_ids[row],
-            "global_step": pos,
-            "calibration": calibration,
-            "scored": result.choice_scores is not None,
-            "coverage": float(selection.mean()),
-            "label_fg_fraction": float(ctx.labels[selection].mean()) if selection.any() else 0.0,
-            "reward_components": dict(result.components),
-            "cell_rewards": result.cell_rewards,
-            "oracle": self.uses_oracle,
-            "updated": False,
+            schema.SAMPLE_ID: bank.sample_ids[row],
+            schema.GLOBAL_STEP: pos,
+            schema.CALIBRATION: calibration,
+            schema.SCORED: result.choice_scores is not None,
+            schema.COVERAGE: float(selection.mean()),
+            schema.LABEL_FG_FRACTION: float(ctx.labels[selection].mean()) if selection.any()
+            else 0.0,
+            schema.REWARD_COMPONENTS: dict(result.components),
+            schema.CELL_REWARDS: result.cell_rewards,
+            schema.ORACLE: self.uses_oracle,
+            schema.UPDATED: False,
         }
         if result.choice_scores is not None:
-            info["cell_scores"] = result.choice_scores
+            info[schema.CELL_SCORES] = result.choice_scores
         if self.data.vault.available and not calibration:
             info.update(self._diagnostics(row, label, pred, candidate))
         self._global_step += 1
         self._episode_step += 1
         if self._global_step % self.config.update_interval == 0:
-            stats = self.trainer.update(self._rng)
-            self._cache.clear()  # the predictions are stale after the update
+            # the pool order's stream also draws the update's labeled batches
+            stats = self.trainer.update(self._visits.rng)
+            self.predictions.clear()  # stale after the update
             delayed = self.reward_fn.on_update(stats["probe_delta"])
             reward += delayed
-            info["reward_components"]["utility"] = float(delayed)
-            info["updated"] = True
-            info["segmenter"] = stats
+            info[schema.REWARD_COMPONENTS]["utility"] = float(delayed)
+            info[schema.UPDATED] = True
+            info[schema.SEGMENTER] = stats
         obs = self._observation()
         truncated = self._episode_step >= self.config.episode_steps
         return obs, reward, False, truncated, info
@@ -275,7 +291,9 @@ class PseudoLabelEnv(gym.Env):
     def diagnostic_mask(self, row: int) -> np.ndarray:
         """The ground-truth mask of loop row ``row``, for pictures and reports only (unlabeled
         rows need ``diagnostics=True``); nothing that trains or rewards calls it."""
-        return self._calibration_mask(row) if self.is_calibration(row) else self.data.vault.mask(row)
+        if self.is_calibration(row):
+            return self._calibration_mask(row)
+        return self.data.vault.mask(row)
 
     def is_calibration(self, row: int) -> bool:
         """Whether loop row ``row`` is a held-out labeled sample (not an unlabeled one)."""
@@ -285,15 +303,15 @@ class PseudoLabelEnv(gym.Env):
         """The labeled mask of a held-out calibration row (labeled ground truth: allowed)."""
         return self.probe.masks[row - self.num_unlabeled]
 
-    def _construct(self, action: np.ndarray, pred: dict[str, np.ndarray], candidate: np.ndarray
+    def _construct(self, action: np.ndarray, pred: Prediction, candidate: np.ndarray
                    ) -> L.ConstructedLabel:
         """The pseudo-label the action builds from the step's predictions and its
         :meth:`_candidate` label."""
         if self.config.action == "construct":
-            return L.construct(action, pred["teacher_full"])
+            return L.construct(action, pred.teacher_full)
         return L.from_selection(action.astype(bool), candidate, self.config.label_source)
 
-    def _step_extras(self, row: int, pred: dict[str, np.ndarray], label: L.ConstructedLabel,
+    def _step_extras(self, row: int, pred: Prediction, label: L.ConstructedLabel,
                      calibration: bool) -> dict[str, Any]:
         """What the reward asked for by ``needs`` (:data:`l2l_env.rewards.STEP_EXTRAS`)."""
         needs = self.reward_fn.needs
@@ -302,32 +320,33 @@ class PseudoLabelEnv(gym.Env):
         bank = self.loop_bank
         give = {"image": lambda: bank.images[row], "phrase": lambda: bank.phrases[row],
                 "sample_id": lambda: bank.sample_ids[row], "prior_full": lambda: bank.priors[row],
-                "student_full": lambda: pred["student_full"], "label_full": lambda: label.label,
+                "student_full": lambda: pred.student_full, "label_full": lambda: label.label,
                 "weight_full": lambda: label.weight, "calibration": lambda: calibration}
         return {name: give[name]() for name in needs}
 
-    def _candidate(self, row: int, pred: dict[str, np.ndarray]) -> np.ndarray:
+    def _candidate(self, row: int, pred: Prediction) -> np.ndarray:
         """The soft label a kept cell takes: the teacher's map (``construct``'s ``teacher``
         choice), or in the ``select`` form the map of ``label_source``."""
         source = "teacher" if self.config.action == "construct" else self.config.label_source
         if source == "teacher":
-            return pred["teacher_full"]
+            return pred.teacher_full
         prior = self.loop_bank.priors[row]
-        return prior if source == "prior" else 0.5 * (pred["teacher_full"] + prior)
+        return prior if source == "prior" else 0.5 * (pred.teacher_full + prior)
 
-    def render(self):
+    def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
 
-        row = self._row_at(self._global_step)
-        pred = self._predictions(self._global_step)
+        row = self._visits.row_at(self._global_step)
+        pred = self.predictions_at(self._global_step)
         bank = self.loop_bank
         image = bank.images[row]
         panels = [image,
                   overlay(image, bank.priors[row], OVERLAY_COLOURS["prior"]),
-                  overlay(image, pred["student_full"], OVERLAY_COLOURS["prediction"])]
+                  overlay(image, pred.student_full, OVERLAY_COLOURS["prediction"])]
         if self._last_selection is not None:
-            sel = L.upsample_cells((self._last_selection != L.IGNORE).astype(np.float32), self._scale)
+            kept = (self._last_selection != L.IGNORE).astype(np.float32)
+            sel = L.upsample_cells(kept, self._scale)
             panels.append(overlay(image, sel, OVERLAY_COLOURS["selection"]))
         scale = max(1, 192 // self.image_size)
         caption = f"{bank.phrases[row]}  (prior | student | last selection)"
@@ -342,10 +361,7 @@ class PseudoLabelEnv(gym.Env):
         return copy.deepcopy({
             "segmenter": self.segmenter.state_dict(),
             "np_random": copy.deepcopy(self.np_random.bit_generator.state),
-            "rng": copy.deepcopy(self._rng.bit_generator.state),
-            "schedule": self._schedule.copy(),
-            "calib_rng": copy.deepcopy(self._calib_rng.bit_generator.state),
-            "calib_schedule": self._calib_schedule.copy(),
+            **self._visits.state_dict(),
             "global_step": self._global_step,
             "episode_step": self._episode_step,
             **self.trainer.state_dict(),
@@ -357,15 +373,12 @@ class PseudoLabelEnv(gym.Env):
         self.reset(seed=0)
         self.segmenter.load_state_dict(state["segmenter"])
         self.np_random.bit_generator.state = state["np_random"]
-        self._rng.bit_generator.state = state["rng"]
-        self._schedule = np.asarray(state["schedule"], dtype=np.int64)
-        self._calib_rng.bit_generator.state = state["calib_rng"]
-        self._calib_schedule = np.asarray(state["calib_schedule"], dtype=np.int64)
+        self._visits.load_state_dict(state)
         self._global_step = int(state["global_step"])
         self._episode_step = int(state["episode_step"])
         self.trainer.load_state_dict(state)
         self._initial_state = state["initial_state"]
-        self._cache.clear()
+        self.predictions.clear()
 
     def current_observation(self) -> dict[str, np.ndarray]:
         """The observation of the sample the next step acts on (no side effects on the run)."""
@@ -381,7 +394,7 @@ class PseudoLabelEnv(gym.Env):
         return evaluate_segmenter(self.segmenter, self._eval_splits[split], batch_size=batch_size)
 
     # ----------------------------------------------------------------- internals
-    def _validate_action(self, action) -> np.ndarray:
+    def _validate_action(self, action: np.ndarray) -> np.ndarray:
         """The action as a flat int array; errors say what the action space expects."""
         a = np.asarray(action)
         n = self.grid_size * self.grid_size
@@ -405,129 +418,50 @@ class PseudoLabelEnv(gym.Env):
                              f"expected {expected}")
         return a.astype(np.int8)
 
-    def _row_at(self, pos: int) -> int:
-        """The loop row visited at global step ``pos``. Unlabeled rows come in passes over the
-        pool, each in a fresh seeded order with a seeded sentence per referred object; with
-        ``calibration_every = N`` every N-th step is a held-out labeled row instead, from seeded
-        passes over the probe."""
-        n = self.config.calibration_every
-        if n and pos % n == n - 1:
-            k = pos // n
-            while k >= len(self._calib_schedule):
-                probe_rows = [[r + self.num_unlabeled for r in g] for g in self.probe.ref_rows]
-                self._calib_schedule = self._extend(self._calib_schedule, probe_rows, self._calib_rng)
-            return int(self._calib_schedule[k])
-        k = pos - (pos + 1) // n if n else pos
-        while k >= len(self._schedule):
-            self._schedule = self._extend(self._schedule, self.unlabeled.ref_rows, self._rng)
-        return int(self._schedule[k])
-
-    @staticmethod
-    def _extend(schedule: np.ndarray, ref_rows: list[list[int]], rng: np.random.Generator) -> np.ndarray:
-        """``schedule`` plus one seeded pass over the referred objects (a seeded sentence each)."""
-        order = rng.permutation(len(ref_rows))
-        picks = [rows[int(rng.integers(len(rows)))] if len(rows) > 1 else rows[0]
-                 for rows in (ref_rows[i] for i in order)]
-        return np.concatenate([schedule, np.asarray(picks, dtype=np.int64)])
-
     def _current_sample_id(self) -> str:
-        return self.loop_bank.sample_ids[self._row_at(self._global_step)]
+        return self.loop_bank.sample_ids[self._visits.row_at(self._global_step)]
 
-    def _text_embeddings(self, phrases: list[str]) -> np.ndarray:
-        tokens, mask = self.segmenter.text_features(phrases)
-        tokens, mask = tokens.detach().float().cpu(), mask.detach().cpu().float()
-        pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
-        pooled = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        return pooled.clamp(-1.0, 1.0).numpy().astype(np.float32)
-
-    def _predictions(self, pos: int) -> dict[str, np.ndarray]:
-        """Student/teacher maps of the sample at ``pos``, computed in one batch for every sample
-        until the next segmenter update (they go stale after it)."""
-        if pos not in self._cache:
-            self._cache.clear()
-            k = self.config.update_interval
-            end = (pos // k + 1) * k
-            positions = list(range(pos, end))
-            rows = np.array([self._row_at(p) for p in positions])
-            inputs = self._window_inputs(rows, end)
-            images, priors, phrases = inputs["images"], inputs["priors"], inputs["phrases"]
-            student = self.segmenter.predict(images, priors, phrases, teacher=False)
-            teacher = self.segmenter.predict(images, priors, phrases, teacher=True)
-            text = self._text_embeddings(phrases)
-            student_grid = pool_to_grid(student, self.grid_size)
-            teacher_grid = pool_to_grid(teacher, self.grid_size)
-            for i, p in enumerate(positions):
-                self._cache[p] = {"student_full": student[i], "teacher_full": teacher[i],
-                                  "student_grid": student_grid[i], "teacher_grid": teacher_grid[i],
-                                  "text": text[i]}
-        return self._cache[pos]
-
-    def _window_inputs(self, rows: np.ndarray, end: int) -> dict[str, Any]:
-        """Images, priors and phrases of the loop rows of one prediction window, from the input
-        loader: prepared ahead (by a worker, while this window is predicted) when the next
-        window's rows are already scheduled."""
-        if self._inputs is None:
-            self._inputs = BatchLoader(_WindowInputs(self.loop_bank),
-                                       num_workers=min(1, self.config.num_workers),
-                                       pin_memory=self.segmenter.device.type == "cuda"
-                                       and self.config.num_workers > 0)
-        ahead, self._ahead = self._ahead, None
-        inputs = None
-        if ahead is not None and np.array_equal(ahead[0], rows):
-            inputs = next(ahead[1])
-        if inputs is None:
-            inputs = next(self._inputs.batches([rows]))
-        following = [self._known_row(p) for p in range(end, end + self.config.update_interval)]
-        if all(r is not None for r in following):
-            nxt = np.array(following, dtype=np.int64)
-            self._ahead = (nxt, self._inputs.batches([nxt]))
-        return inputs
-
-    def _known_row(self, pos: int) -> int | None:
-        """The loop row of step ``pos`` when it is already scheduled (nothing is drawn)."""
-        n = self.config.calibration_every
-        if n and pos % n == n - 1:
-            k = pos // n
-            return int(self._calib_schedule[k]) if k < len(self._calib_schedule) else None
-        k = pos - (pos + 1) // n if n else pos
-        return int(self._schedule[k]) if k < len(self._schedule) else None
+    def predictions_at(self, pos: int) -> Prediction:
+        """The student's and the teacher's maps of the sample of step ``pos`` (computed for
+        its whole window of ``update_interval`` steps; stale after a segmenter update)."""
+        return self.predictions.at(pos, self._visits)
 
     def _observation(self) -> dict[str, np.ndarray]:
         pos = self._global_step
-        row = self._row_at(pos)
-        pred = self._predictions(pos)
-        teacher, student = pred["teacher_grid"], pred["student_grid"]
+        row = self._visits.row_at(pos)
+        pred = self.predictions_at(pos)
+        teacher, student = pred.teacher_grid, pred.student_grid
         p = np.clip(teacher, 1e-6, 1 - 1e-6)
         entropy = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
         uncertainty = np.maximum(entropy, np.abs(student - teacher))
         bank = self.loop_bank
         obs = {
-            "prior": bank.prior_grid[row][None],
-            "student": student[None],
-            "teacher": teacher[None],
-            "uncertainty": uncertainty[None],
-            "text": pred["text"],
-            "no_prior": np.array([float(bank.no_prior[row])]),
-            "progress": np.array([min(1.0, pos / self.config.progress_horizon)]),
+            schema.PRIOR_KEY: bank.prior_grid[row][None],
+            schema.STUDENT_KEY: student[None],
+            schema.TEACHER_KEY: teacher[None],
+            schema.UNCERTAINTY_KEY: uncertainty[None],
+            schema.TEXT_KEY: pred.text,
+            schema.NO_PRIOR_KEY: np.array([float(bank.no_prior[row])]),
+            schema.PROGRESS_KEY: np.array([min(1.0, pos / self.config.progress_horizon)]),
         }
         if self.config.include_prior_score:
             obs[schema.PRIOR_SCORE_KEY] = np.array([bank.prior_score[row]])
         if self.config.include_image:
             img = bank.images[row].astype(np.float32) / 255.0
-            obs["image"] = pool_to_grid(np.moveaxis(img, -1, 0), self.grid_size)
+            obs[schema.IMAGE_KEY] = pool_to_grid(np.moveaxis(img, -1, 0), self.grid_size)
         if self.config.oracle_obs:  # analysis only: info["oracle"] is True
             mask = self.diagnostic_mask(row)
-            obs["truth"] = L.cell_fraction(mask.astype(np.float32), self.grid_size)[None]
-        return {k: np.clip(v, 0.0 if k != "text" else -1.0, 1.0).astype(np.float32)
+            obs[schema.TRUTH_KEY] = L.cell_fraction(mask.astype(np.float32), self.grid_size)[None]
+        return {k: np.clip(v, 0.0 if k != schema.TEXT_KEY else -1.0, 1.0).astype(np.float32)
                 for k, v in obs.items()}
 
-    def _truth_cells(self, row: int):
+    def _truth_cells(self, row: int) -> Callable[[], np.ndarray]:
         def truth() -> np.ndarray:
             mask = self.diagnostic_mask(row)
             return L.cell_fraction(mask.astype(np.float32), self.grid_size).ravel()
         return truth
 
-    def _diagnostics(self, row: int, label: L.ConstructedLabel, pred: dict[str, np.ndarray],
+    def _diagnostics(self, row: int, label: L.ConstructedLabel, pred: Prediction,
                      candidate: np.ndarray) -> dict[str, Any]:
         """Pseudo-label quality against ground truth: reported, never learned from. The IoU of the
         prior, the teacher and the constructed label (ignored pixels count as not foreground)
@@ -546,26 +480,16 @@ class PseudoLabelEnv(gym.Env):
             return float((a & gt).sum() / union) if union else 1.0
 
         return {
-            "pl_precision": correct / n_sel if n_sel else 0.0,
-            "pl_fg_precision": float((fg_sel & gt).sum() / fg_sel.sum()) if fg_sel.any() else 0.0,
-            "pl_recall": float((fg_sel & gt).sum() / n_gt) if n_gt else 0.0,
-            "pl_selected_pixels": n_sel,
-            "pl_correct_pixels": correct,
-            "pl_iou_prior": iou(self.loop_bank.priors[row] > 0.5),
-            "pl_iou_teacher": iou(pred["teacher_full"] > 0.5),
-            "pl_iou_label": iou(fg_sel),
-            "pl_cell_correct": L.cell_fraction(((candidate > 0.5) == gt).astype(np.float32),
+            schema.PL_PRECISION: correct / n_sel if n_sel else 0.0,
+            schema.PL_FG_PRECISION: float((fg_sel & gt).sum() / fg_sel.sum()) if fg_sel.any()
+            else 0.0,
+            schema.PL_RECALL: float((fg_sel & gt).sum() / n_gt) if n_gt else 0.0,
+            schema.PL_SELECTED_PIXELS: n_sel,
+            schema.PL_CORRECT_PIXELS: correct,
+            schema.PL_IOU_PRIOR: iou(self.loop_bank.priors[row] > 0.5),
+            schema.PL_IOU_TEACHER: iou(pred.teacher_full > 0.5),
+            schema.PL_IOU_LABEL: iou(fg_sel),
+            schema.PL_CELL_CORRECT: L.cell_fraction(((candidate > 0.5) == gt).astype(np.float32),
                                                self.grid_size).ravel(),
         }
 
-
-class _WindowInputs:
-    """The prediction inputs of a window of loop rows: ``{"images", "priors", "phrases"}``."""
-
-    def __init__(self, bank: Any) -> None:
-        self.bank = bank
-
-    def __call__(self, rows: np.ndarray) -> dict[str, Any]:
-        bank = self.bank
-        return {"images": bank.images[rows], "priors": bank.priors[rows],
-                "phrases": [bank.phrases[r] for r in rows]}

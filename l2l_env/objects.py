@@ -19,10 +19,8 @@ from typing import Any
 import numpy as np
 
 from l2l_env.rows import RowSource, _rows_of
+from segmenter.config import UNKNOWN_CLASS
 from segmenter.data import resize_masks
-
-IGNORE = -1
-"""The class of a pixel whose object classes are unknown (a pseudo-labeled sample's)."""
 
 
 def object_vocabulary(table: Any, attributes: Sequence[str]) -> dict[str, list[str]]:
@@ -60,7 +58,7 @@ class ObjectRows(RowSource):
     """Row ``r`` is (len(vocabulary), size, size) int8: for each attribute, the class of the
     object under each pixel (1 + the value's index in ``vocabulary[attribute]``; 0 background),
     painted from every annotated object's mask of the row's image, largest object first so that
-    smaller ones stay visible on top; an object without that attribute is ``IGNORE``. Sentences
+    smaller ones stay visible on top; an object without that attribute is ``UNKNOWN_CLASS``. Sentences
     of one image share its maps (decoded once per batch)."""
 
     def __init__(self, records: Sequence[Any], refs: np.ndarray, size: int,
@@ -87,7 +85,8 @@ class ObjectRows(RowSource):
             obj = objects[int(k)]
             for h, (a, index) in enumerate(self.index.items()):
                 value = obj.value(a)
-                out[h][masks[k]] = index.get(str(value), IGNORE) if value is not None else IGNORE
+                out[h][masks[k]] = (index.get(str(value), UNKNOWN_CLASS) if value is not None
+                                    else UNKNOWN_CLASS)
         return out
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:

@@ -169,7 +169,7 @@ class UtilityReward(Reward):
 
 @register_reward("hybrid")
 class HybridReward(Reward):
-    """``agreement_weight * agreement + utility_weight * utility`` (the default reward)."""
+    """``agreement_weight * agreement + utility_weight * utility``."""
 
     def __init__(self, agreement_weight: float = 1.0, utility_weight: float = 1.0,
                  agreement: dict | None = None, utility: dict | None = None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from l2l_env.bank import SampleBank
 from l2l_env.metrics import iou
-from l2l_env.objects import IGNORE
+from segmenter.config import UNKNOWN_CLASS
 from segmenter.shared.loader import BatchLoader
 from segmenter.shared.rng import stream, swap_priors
 
@@ -116,7 +116,7 @@ class SelfTrainer:
                 wts = np.concatenate([weights, ones])
                 extra = {}
                 if labeled["objects"] is not None:  # pseudo-labeled rows: object classes unknown
-                    unknown = np.full((len(rows),) + labeled["objects"].shape[1:], IGNORE,
+                    unknown = np.full((len(rows),) + labeled["objects"].shape[1:], UNKNOWN_CLASS,
                                       dtype=labeled["objects"].dtype)
                     extra["objects"] = np.concatenate([unknown, labeled["objects"]])
                 losses.append(self.segmenter.train_step(images, priors, phrases, tgt, wts,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from segmenter.shared.settings import Runtime
@@ -12,6 +12,9 @@ from segmenter.shared.typed import strict_config
 
 NO_PRIOR_VALUE = 0.5
 """The flat prior map of a sample without one (the MLLM gave no box, or the prior is dropped)."""
+UNKNOWN_CLASS = -1
+"""The object-class target of a pixel whose class is unknown (a pseudo-labeled sample's): the
+object heads' loss skips it."""
 
 
 @dataclass

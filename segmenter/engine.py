@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segmenter.config import SegmenterConfig
+from segmenter.config import UNKNOWN_CLASS, SegmenterConfig
 from segmenter.ema import ema_update, make_teacher
 from segmenter.shared.files import atomic_file
 from segmenter.loss import loss_terms
@@ -177,7 +177,7 @@ class Segmenter:
 
         ``targets`` (B, H, W) in [0, 1]; ``weights`` (B, H, W) >= 0, 0 = ignored pixel (``None``:
         all ones). ``objects`` (B, len(config.object_classes), H, W) int: per pixel the class of
-        the object there for each object head (0 background, -1 unknown/ignored), trained with
+        the object there for each object head (0 background, ``UNKNOWN_CLASS`` unknown/ignored), trained with
         weight ``config.object_weight`` (``None``: those heads are not trained this step).
         Returns ``{"loss", "bce", "dice", "lr", "grad_norm"}`` (and ``"objects"``). Raises
         ``FloatingPointError`` naming the step on a non-finite loss or gradient; the model, the
@@ -221,7 +221,7 @@ class Segmenter:
             known = (obj >= 0).sum().clamp_min(1)  # a batch of only unknown pixels adds 0
             ce = sum(F.cross_entropy(F.interpolate(o.float(), size=(size, size), mode="bilinear",
                                                    align_corners=False), obj[:, i],
-                                     ignore_index=-1, reduction="sum")
+                                     ignore_index=UNKNOWN_CLASS, reduction="sum")
                      for i, o in enumerate(object_logits)) * (len(object_logits) / known)
             terms["objects"] = ce
             loss = loss + cfg.object_weight * ce

@@ -216,14 +216,14 @@ def test_segmenter_trains_every_k_steps_and_states_reflect_it(make_env):
     env = make_env(update_steps=3)
     env.reset(seed=0)
     u = env.unwrapped
-    before = u._predictions(8)["student_grid"].copy()
+    before = u.predictions_at(8).student_grid.copy()
     infos = [env.step(np.full(N, L.TEACHER, np.int8))[4] for _ in range(8)]
     assert [i["updated"] for i in infos] == [False] * 7 + [True]
     assert infos[-1]["segmenter"]["segmenter_step"] == 3
     # 8 steps, of which steps 3 and 7 are held-out calibration samples (calibration_every=4)
     assert [i["calibration"] for i in infos] == [False, False, False, True] * 2
     assert infos[-1]["segmenter"]["pseudo_samples"] == 6
-    after = u._predictions(8)["student_grid"]
+    after = u.predictions_at(8).student_grid
     assert not np.allclose(before, after)  # later states see the new segmenter
 
 

@@ -4,15 +4,13 @@ validation asks every agent without building it (nor the env)."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
-
 import pytest
 
 from agents.l2l import L2LAgent
 from agents.sb3_agent import SB3Agent
 from experiments import config as C
 from experiments.run import main as run_main
+from plugin_fixtures import plugin_module
 
 PLUGIN = '''
 import numpy as np
@@ -73,10 +71,8 @@ def test_sb3_agents_pass_validation_in_both_forms(tmp_path, capsys, name, form):
 
 @pytest.fixture
 def select_only(tmp_path, monkeypatch):
-    (tmp_path / "l2l_select_only.py").write_text(textwrap.dedent(PLUGIN))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "l2l_select_only"
-    sys.modules.pop("l2l_select_only", None)
+    with plugin_module(tmp_path, monkeypatch, "l2l_select_only", PLUGIN) as name:
+        yield name
 
 
 def test_any_agent_declares_its_action_spaces(tmp_path, capsys, select_only):

@@ -12,10 +12,11 @@ from l2l_env.config import make_config
 from l2l_env.data import RefSplit, load_table, synthref
 from l2l_env.factory import build_segmenter, segmenter_config
 from l2l_env.loop_data import load_loop_data
-from l2l_env.objects import IGNORE, object_vocabulary
+from l2l_env.objects import object_vocabulary
 from l2l_env.priors import load_priors
 from l2l_env.self_training import SelfTrainer
 from refer_fixtures import write_refer_fixture
+from segmenter.config import UNKNOWN_CLASS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ATTRIBUTES = ["shape", "colour", "size"]
@@ -101,7 +102,7 @@ def test_only_the_labeled_bank_carries_objects_and_updates_train_the_heads(l2l_c
     trainer.update(np.random.default_rng(0))
     rows = np.random.default_rng(0).choice(len(data.labeled), size=3, replace=False)
     assert len(seen) == 1 and seen[0].shape == (4, 3, S, S)
-    assert (seen[0][0] == IGNORE).all()  # the pseudo-labeled row: no object targets
+    assert (seen[0][0] == UNKNOWN_CLASS).all()  # the pseudo-labeled row: no object targets
     assert np.array_equal(seen[0][1:], data.labeled.objects[rows])
 
 

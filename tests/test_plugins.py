@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 
 import pytest
 
 from experiments.run import main as run_main
+from plugin_fixtures import plugin_module
 
 PLUGIN = '''
 import numpy as np
@@ -40,10 +39,8 @@ class PhraseLength(Reward):
 
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
-    (tmp_path / "l2l_test_plugin.py").write_text(textwrap.dedent(PLUGIN))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "l2l_test_plugin"
-    sys.modules.pop("l2l_test_plugin", None)
+    with plugin_module(tmp_path, monkeypatch, "l2l_test_plugin", PLUGIN) as name:
+        yield name
 
 
 def test_a_plugin_agent_and_reward_run_through_l2l_run(plugin, l2l_cache, tmp_path, capsys):

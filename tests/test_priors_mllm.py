@@ -12,11 +12,12 @@ import torch
 from l2l_env.data.types import ReferringSample
 from l2l_env.priors import make_provider
 from l2l_env.priors.base import Grounding
-from l2l_env.priors.mllm import (MLLMGrounder, detect_family, normalize_family, to_pil,
-                                 token_confidence)
+from l2l_env.priors.checkpoints import to_pil
+from l2l_env.priors.mllm import MLLMGrounder, detect_family, normalize_family, token_confidence
 from l2l_env.priors.mllm_parsers import (finalize_box, json_boxes, parse_florence2, parse_qwen2,
                                          parse_qwen3, parse_qwen25)
 from mllm_fixtures import build_florence2, build_qwen2_5_vl, build_qwen2_vl, build_qwen3_vl
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 HW = (70, 100)  # original (height, width) used by the parser tests
 
@@ -242,17 +243,22 @@ def test_grounder_runs_end_to_end_in_batches(checkpoint, grounder):
     assert grounder.ground_image(samples[2].image, samples[2].phrase) == out[2]
 
 
-def test_qwen25_answers_refer_to_the_resized_input(tmp_path):
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    g = MLLMGrounder(build_qwen2_5_vl(tmp_path), family="qwen2.5-vl", max_new_tokens=2)
+@pytest.mark.parametrize("build,family,patch,answer", [
+    (build_qwen2_5_vl, "qwen2.5-vl", 28, '[{{"bbox_2d": [0, 0, {rw}, {rh}]}}]'),
+    (build_qwen3_vl, "qwen3-vl", 32, '{{"bbox_2d": [0, 0, 1000, 1000]}}'),
+])
+def test_qwen_answers_refer_to_the_original_image(tmp_path, build, family, patch, answer):
+    """The input is resized to ``patch``-pixel tokens; Qwen2.5-VL answers in pixels of the
+    resized input, Qwen3-VL in a relative 0-1000 frame: either way an answer covering the whole
+    input is the whole original image."""
+    g = MLLMGrounder(build(tmp_path), family=family, max_new_tokens=2)
     samples = _samples()
     images = [to_pil(s.image) for s in samples]
     _, resized = g.answers(images, [s.phrase for s in samples])
-    assert resized == [smart_resize(im.height, im.width, 28, 56 * 56, 112 * 112) for im in images]
-    # An answer covering the whole resized input is the whole original image.
+    assert resized == [smart_resize(im.height, im.width, patch, (2 * patch) ** 2,
+                                    (4 * patch) ** 2) for im in images]
     (rh, rw), im = resized[2], images[2]
-    whole = g.adapter.parse(f'[{{"bbox_2d": [0, 0, {rw}, {rh}]}}]', (rh, rw), (im.height, im.width))
+    whole = g.adapter.parse(answer.format(rh=rh, rw=rw), (rh, rw), (im.height, im.width))
     assert_box(whole, (0, 0, im.width, im.height))
 
 
@@ -281,20 +287,6 @@ def test_registry_builds_mllm_by_name(tmp_path):
     assert isinstance(provider, MLLMGrounder) and provider.name == "mllm"
     g = provider.ground(_samples()[1])
     _valid_or_flagged(g, (48, 64))
-
-
-def test_qwen3_grounds_in_the_relative_frame(tmp_path):
-    """Qwen3-VL's input is resized to 32-pixel tokens, but its answer refers to the image."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    g = MLLMGrounder(build_qwen3_vl(tmp_path), family="qwen3-vl", max_new_tokens=2)
-    samples = _samples()
-    images = [to_pil(s.image) for s in samples]
-    _, resized = g.answers(images, [s.phrase for s in samples])
-    assert resized == [smart_resize(im.height, im.width, 32, 64 * 64, 128 * 128) for im in images]
-    im = images[2]
-    whole = g.adapter.parse('{"bbox_2d": [0, 0, 1000, 1000]}', resized[2], (im.height, im.width))
-    assert_box(whole, (0, 0, im.width, im.height))
 
 
 # --------------------------------------------------------------------------- confidence

@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-
 from experiments import distributed as D
 from experiments.checkpoint import rng_state, save_checkpoint
 from experiments.config import RunConfig
 from experiments.logs import RunLogger, tb_dir
 from experiments.recorder import PseudoLabelStats, StepRecorder
 from l2l_env.bank import SampleBank
+from l2l_env.env import PseudoLabelEnv
 from l2l_env.evaluation import EvalSplit
 from segmenter.engine import Segmenter
 from segmenter.shared.disk_cache import CacheFile
@@ -109,7 +108,7 @@ class RunParts:
     phrases: list[str]
     """Every phrase of the run, sorted (their features are encoded once, up front)."""
     warm_cache: CacheFile | None = None
-    env: gym.Env | None = None
+    env: PseudoLabelEnv | None = None
     recorder: StepRecorder | None = None
     stats: PseudoLabelStats = field(default_factory=PseudoLabelStats)
     """The pseudo-label statistics of the loop (empty without one)."""

@@ -10,15 +10,14 @@ cache holds, in a packed store read per batch).
 
 from __future__ import annotations
 
-import gymnasium as gym
 from tqdm.auto import tqdm
 
-import l2l_env
 from experiments import distributed as D
 from experiments.recorder import StepRecorder
 from experiments.stages.base import RunContext, RunParts
 from l2l_env.config import EnvConfig, make_config
 from l2l_env.data import RefSplit
+from l2l_env.env import PseudoLabelEnv
 from l2l_env.evaluation import EvalSplit
 from l2l_env.factory import build_segmenter, segmenter_config
 from l2l_env.loop_data import load_loop_data, load_supervised_bank, load_table_of
@@ -66,7 +65,8 @@ def build_parts(run: RunContext) -> RunParts:
         if run.has_loop:
             data = load_loop_data(env_cfg, size, table=table, priors=priors, distractors=swap)
             data, info["shard"] = D.shard_data(data, run.ctx)
-            env = gym.make(l2l_env.ENV_ID, config=env_cfg, segmenter=segmenter, data=data)
+            # from its loaded parts: the recorder is the only wrapper between agent and env
+            env = PseudoLabelEnv.from_parts(segmenter, data, config=env_cfg)
             recorder = StepRecorder(env, keep_actions=max(4, run.cfg.log_images))
             loop_env = env.unwrapped
             bank = loop_env.labeled

@@ -43,13 +43,15 @@ def saved_agent(run: RunContext) -> Agent | None:
 
 
 class LoopStage:
-    """The loop of one run: :meth:`start` (after the warm-up) or :meth:`restore` (from a
-    ``loop`` checkpoint), then :meth:`run`. ``agent``: the checkpoint's, when resuming."""
+    """The loop of one run: :meth:`begin` (:meth:`start` after the warm-up, or :meth:`restore`
+    from a ``loop`` checkpoint), then :meth:`run`. ``agent``: the checkpoint's, when resuming."""
 
     def __init__(self, run: RunContext, parts: RunParts, agent: Agent | None = None) -> None:
         self.run_ctx, self.parts = run, parts
         self.agent = agent
         self.rollout: dict[str, int] = {"env_steps": 0, "updates": 0}
+        self.bar: tqdm | None = None
+        """The progress bar of :meth:`run`."""
 
     def make_agent(self) -> Agent:
         return agents.make(self.run_ctx.cfg.agent, **self.run_ctx.resolved["agent_kwargs"])
@@ -106,53 +108,78 @@ class LoopStage:
         return dict(counters) if counters is not None else {
             "env_steps": self.parts.recorder.total_steps, "updates": 0}
 
-    def run(self) -> None:
-        """The remaining steps of the loop, chunk by chunk, each checkpointed."""
+    @classmethod
+    def begin(cls, run: RunContext, parts: RunParts, agent: Agent | None = None) -> LoopStage:
+        """The loop stage started (:meth:`start`) or back at its checkpoint (:meth:`restore`),
+        its TensorBoard writer open."""
+        stage = cls(run, parts, agent)
+        if run.reached("loop"):
+            stage.restore()
+        else:
+            stage.start()
+        run.open_logger("loop", run.state.get("loop_done") or None)
+        return stage
+
+    def run(self) -> Agent:
+        """The remaining steps of the loop, chunk by chunk, each checkpointed (timed under
+        ``loop``); returns the agent. Within a chunk a learner learns from the steps, any other
+        agent acts greedily."""
         run, parts = self.run_ctx, self.parts
-        total = int(run.resolved["loop_steps"])
-        chunk = int(run.resolved["chunk_steps"])
+        agent, rec = self.agent, parts.recorder
+        total, chunk = int(run.resolved["loop_steps"]), int(run.resolved["chunk_steps"])
         done = int(run.state.get("loop_done", 0))
+        self.watch_steps(done, total)
+        try:
+            with run.timed("loop"):
+                while done < total:
+                    n = min(chunk, total - done)
+                    obs = parts.env.unwrapped.current_observation()
+                    if agent.is_learner:
+                        # Go on from the env's current state (the same on a fresh and a resumed
+                        # run).
+                        agent.continue_from(rec, obs, self.rollout)
+                        agent.learn(rec, n, writer=run.logger.writer)
+                    else:
+                        for _ in range(n):
+                            obs, _, terminated, truncated, _ = rec.step(
+                                agent.act(obs, deterministic=True))
+                            if terminated or truncated:
+                                obs, _ = rec.reset()
+                    self.end_chunk(done, n)
+                    done += n
+        finally:
+            self.bar.close()
+            rec.on_step = None
+        return agent
+
+    def watch_steps(self, done: int, total: int) -> None:
+        """The progress bar, updated at every recorded step (and the :data:`KILL_ENV` hook)."""
+        run = self.run_ctx
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-        bar = tqdm(total=total, initial=done, desc=f"self-evolving loop ({run.cfg.agent})",
-                   disable=not run.progress)
+        self.bar = bar = tqdm(total=total, initial=done, disable=not run.progress,
+                              desc=f"self-evolving loop ({run.cfg.agent})")
 
         def on_step(step: int) -> None:
             bar.update(1)
             if kill_at and step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        parts.recorder.on_step = on_step
-        eval_every = run.cfg.eval_every
-        try:
-            while done < total:
-                n = min(chunk, total - done)
-                self.run_chunk(n)
-                records = parts.recorder.drain()
-                self.log_windows(records, done)
-                point = parts.stats.add(records)
-                done += n
-                bar.set_postfix(cov=f"{point.get('coverage', 0):.2f}",
-                                prec=f"{point.get('pl_precision', 0):.2f}", refresh=False)
-                if eval_every and run.ctx.is_main and (done // eval_every) > ((done - n) // eval_every):
-                    quick_eval(run, parts, step=done, tag="loop")
-                self.checkpoint(done, self.rollout_progress())
-        finally:
-            bar.close()
-            parts.recorder.on_step = None
+        self.parts.recorder.on_step = on_step
 
-    def run_chunk(self, n: int) -> None:
-        """``n`` env steps: a learner learns from them, any other agent acts greedily."""
-        agent, rec = self.agent, self.parts.recorder
-        obs = self.parts.env.unwrapped.current_observation()
-        if agent.is_learner:
-            # Go on from the env's current state (the same on a fresh and a resumed run).
-            agent.continue_from(rec, obs, self.rollout)
-            agent.learn(rec, n, writer=self.run_ctx.logger.writer)
-            return
-        for _ in range(n):
-            obs, _, terminated, truncated, _ = rec.step(agent.act(obs, deterministic=True))
-            if terminated or truncated:
-                obs, _ = rec.reset()
+    def end_chunk(self, start: int, n: int) -> None:
+        """After the chunk of ``n`` steps from ``start``: log and fold in its records, evaluate
+        when an ``eval_every`` boundary was crossed, checkpoint."""
+        run, parts = self.run_ctx, self.parts
+        records = parts.recorder.drain()
+        self.log_windows(records, start)
+        point = parts.stats.add(records)
+        done = start + n
+        self.bar.set_postfix(cov=f"{point.get('coverage', 0):.2f}",
+                             prec=f"{point.get('pl_precision', 0):.2f}", refresh=False)
+        eval_every = run.cfg.eval_every
+        if eval_every and run.ctx.is_main and (done // eval_every) > (start // eval_every):
+            quick_eval(run, parts, step=done, tag="loop")
+        self.checkpoint(done, self.rollout_progress())
 
     def log_windows(self, records: list[dict[str, float]], start: int) -> None:
         """TensorBoard scalars per window of ``update_interval`` steps."""

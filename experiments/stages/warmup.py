@@ -15,7 +15,14 @@ from l2l_env.warmup import warm_up
 
 
 def run_warmup(run: RunContext, parts: RunParts) -> None:
-    """Warm the segmenter up (or go on with an interrupted warm-up); checkpoints ``warmup``."""
+    """Warm the segmenter up (or go on with an interrupted warm-up), timed and logged under
+    ``warmup``; checkpoints ``warmup``."""
+    run.open_logger("warmup", run.state.get("warmup_done") if run.reached("warmup") else None)
+    with run.timed("warmup"):
+        _warm_up(run, parts)
+
+
+def _warm_up(run: RunContext, parts: RunParts) -> None:
     total = int(run.resolved["warmup_steps"])
     seg = parts.segmenter
     if run.stage == "warmup":

@@ -132,10 +132,6 @@ class SynthRefData:
         return self.labels[self.ref_image_index[rows]] == \
             self.ref_object_index[rows].astype(np.int8)[:, None, None]
 
-    def sentence_masks(self) -> np.ndarray:
-        """Masks ``(S, H, W)`` bool, one per sentence (sentences of a ref share a mask)."""
-        return self.masks(self.sent_ref_index)
-
     def to_table(self) -> RefTable:
         """The records view used by :func:`l2l_env.data.load_split`."""
         row_of = {int(i): k for k, i in enumerate(self.image_ids.tolist())}

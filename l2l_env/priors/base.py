@@ -168,7 +168,3 @@ def box_iou_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
     return np.nan_to_num(out, nan=0.0)
-
-
-def is_finite_box(box: Box | None) -> bool:
-    return box is not None and all(math.isfinite(v) for v in box) and box[2] > 0 and box[3] > 0

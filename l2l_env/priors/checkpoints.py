@@ -78,6 +78,15 @@ class LocalModelGrounder(PriorProvider):
 
     batch_size: int = 8
 
+    def load_model(self, model_class: type, dtype: str | torch.dtype | None, device: str
+                   ) -> None:
+        """Load ``model_class`` from the checkpoint folder ``self.path`` onto ``device``, for
+        inference (``dtype``: :func:`resolve_dtype`); sets ``device``, ``model`` and ``dtype``."""
+        self.device = torch.device(device)
+        self.model = model_class.from_pretrained(
+            self.path, dtype=resolve_dtype(dtype, device)).to(self.device).eval()
+        self.dtype = next(self.model.parameters()).dtype
+
     def ground_batch(self, samples: Sequence[ReferringSample],
                      split: str | None = None) -> list[Grounding]:
         """One grounding per sample (``split`` is ignored: a model grounds every split alike)."""

@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from l2l_env.priors.base import Grounding
-from l2l_env.priors.checkpoints import (LocalModelGrounder, checkpoint_family, checkpoint_folder,
-                                        resolve_dtype)
+from l2l_env.priors.checkpoints import LocalModelGrounder, checkpoint_family, checkpoint_folder
 from l2l_env.priors.mllm_parsers import finalize_box
 
 FAMILIES = {"grounding_dino": "grounding-dino", "mm_grounding_dino": "mm-grounding-dino"}
@@ -61,14 +60,10 @@ class GroundingDinoGrounder(LocalModelGrounder):
             raise ValueError(f"batch_size must be >= 1 and threshold in [0, 1], got {batch_size}, "
                              f"{threshold}")
         self.family = self.name = found
-        self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.processor = transformers.AutoProcessor.from_pretrained(self.path)
-        model_class = getattr(transformers, MODEL_CLASSES[found])
-        self.model = model_class.from_pretrained(
-            self.path, dtype=resolve_dtype(dtype, device)).to(self.device).eval()
-        self.dtype = next(self.model.parameters()).dtype
+        self.load_model(getattr(transformers, MODEL_CLASSES[found]), dtype, device)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "model": str(self.path), "family": self.family,

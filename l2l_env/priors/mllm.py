@@ -44,8 +44,7 @@ import torch
 from PIL import Image
 
 from l2l_env.priors.base import Grounding
-from l2l_env.priors.checkpoints import (LocalModelGrounder, checkpoint_folder, model_type,
-                                         resolve_dtype, to_pil)
+from l2l_env.priors.checkpoints import LocalModelGrounder, checkpoint_folder, model_type
 from l2l_env.priors.mllm_parsers import parse_florence2, parse_qwen2, parse_qwen3, parse_qwen25
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "florence2")
@@ -227,16 +226,13 @@ class MLLMGrounder(LocalModelGrounder):
                              f"{max_new_tokens}")
         self.path = path
         self.family = normalize_family(family) if family is not None else detect_family(path)
-        self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         self.prompt = prompt if prompt is not None else DEFAULT_PROMPTS[self.family]
         self.adapter: _QwenAdapter | _FlorenceAdapter = (
             _FlorenceAdapter(self.path, self.prompt) if self.family == "florence2"
             else _QwenAdapter(self.path, self.family, self.prompt))
-        self.model = _model_class(self.family).from_pretrained(
-            self.path, dtype=resolve_dtype(dtype, device)).to(self.device).eval()
-        self.dtype = next(self.model.parameters()).dtype
+        self.load_model(_model_class(self.family), dtype, device)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "model": str(self.path), "family": self.family,

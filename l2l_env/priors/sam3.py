@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from l2l_env.priors.base import Grounding, encode_mask, mask_box
-from l2l_env.priors.checkpoints import (LocalModelGrounder, checkpoint_family, checkpoint_folder,
-                                        resolve_dtype)
+from l2l_env.priors.checkpoints import LocalModelGrounder, checkpoint_family, checkpoint_folder
 
 _QUERY_FIELDS = ("pred_logits", "pred_boxes", "pred_masks")
 
@@ -48,14 +47,11 @@ class Sam3Grounder(LocalModelGrounder):
         if batch_size < 1 or not 0.0 <= threshold <= 1.0 or not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"batch_size must be >= 1, threshold in [0, 1] and mask_threshold "
                              f"in (0, 1), got {batch_size}, {threshold}, {mask_threshold}")
-        self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.mask_threshold = float(mask_threshold)
         self.processor = transformers.Sam3Processor.from_pretrained(self.path)
-        self.model = transformers.Sam3Model.from_pretrained(
-            self.path, dtype=resolve_dtype(dtype, device)).to(self.device).eval()
-        self.dtype = next(self.model.parameters()).dtype
+        self.load_model(transformers.Sam3Model, dtype, device)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "model": str(self.path), "threshold": self.threshold,
