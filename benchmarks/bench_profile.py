@@ -308,14 +308,15 @@ def threshold_loop(env: Any, steps: int, repeats: int) -> dict[str, Any]:
     return plain(run, steps, repeats)
 
 
-def segmenter_update_phase(env: Any, repeats: int) -> dict[str, Any]:
-    """One :meth:`SelfTrainer.update` on a window of pending labels (the teacher's, as the
-    untrained ``l2l`` constructor gives them), like the loop's."""
+def segmenter_update_run(env: Any) -> tuple[Callable[[], Any], int]:
+    """``(run, pending)``: ``run()`` queues a window of pending labels (the teacher's, as the
+    untrained ``l2l`` constructor gives them: every cell ``teacher``) and makes one
+    :meth:`SelfTrainer.update`, like the loop's; ``pending`` labels per window."""
     u = env.unwrapped
     trainer, k = u.trainer, int(u.config.update_interval)
     calib = int(u.config.calibration_every)
-    rows = u.unlabeled.ref_rows[:k - (k // calib if calib else 0)]
-    rows = np.array([g[0] for g in rows], dtype=np.int64)
+    groups = u.unlabeled.ref_rows[:k - (k // calib if calib else 0)]
+    rows = np.array([g[0] for g in groups], dtype=np.int64)
     bank = u.loop_bank
     size = int(u.segmenter.config.image_size)
     teacher = u.segmenter.predict(bank.images[rows], bank.priors[rows],
@@ -327,6 +328,12 @@ def segmenter_update_phase(env: Any, repeats: int) -> dict[str, Any]:
             trainer.add(int(r), (t > 0.5).astype(np.float32), np.ones((size, size), np.float32))
         trainer.update(rng)
 
+    return run, int(len(rows))
+
+
+def segmenter_update_phase(env: Any, repeats: int) -> dict[str, Any]:
+    """One :meth:`SelfTrainer.update` on a window of pending labels."""
+    run, pending = segmenter_update_run(env)
     run()
     parts: list[Part] = [
         ("pending labels to arrays", ("numpy/_core/shape_base.py", "stack"),
@@ -335,8 +342,8 @@ def segmenter_update_phase(env: Any, repeats: int) -> dict[str, Any]:
         ("probe score (predict)", ("l2l_env/self_training.py", "probe_score"), None),
     ] + TRAIN_STEP_PARTS
     out = measure(run, 1, repeats, ("l2l_env/self_training.py", "update"), parts)
-    out["pending_labels"] = int(len(rows))
-    out["train_steps"] = int(u.config.update_steps)
+    out["pending_labels"] = pending
+    out["train_steps"] = int(env.unwrapped.config.update_steps)
     return out
 
 
