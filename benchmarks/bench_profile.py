@@ -156,15 +156,26 @@ def profile_stats(run: Callable[[], Any]) -> pstats.Stats:
     return _qualify(pstats.Stats(prof))
 
 
+COMPUTE_WORDS = ("forward", "backward", "optimizer step", "loss", "EMA", "clipping", "predict",
+                 "update", "prior warp", "entropy", "pooling")
+
+
+def kind(part: str) -> str:
+    """``compute`` for the parts that are numerical work (network passes, optimiser, losses,
+    augmentation), ``overhead`` for the rest (data assembly, copies, bookkeeping, Python)."""
+    return "compute" if any(w in part for w in COMPUTE_WORDS) else "overhead"
+
+
 def parts_table(total: float, seconds: list[tuple[str, float]], units: int,
                 other: str = "other (Python of the phase itself, small calls)"
                 ) -> dict[str, Any]:
     """Rows ``{"part", "s_per_unit", "share"}`` of disjoint parts of ``total`` seconds, plus
     ``other``: what none claims."""
-    rows = [{"part": label, "s_per_unit": sec / units, "share": sec / total}
+    rows = [{"part": label, "kind": kind(label), "s_per_unit": sec / units, "share": sec / total}
             for label, sec in seconds]
     rest = total - sum(sec for _, sec in seconds)
-    rows.append({"part": other, "s_per_unit": rest / units, "share": rest / total})
+    rows.append({"part": other, "kind": "overhead", "s_per_unit": rest / units,
+                 "share": rest / total})
     return {"profiled_s_per_unit": total / units, "parts": rows}
 
 
@@ -356,9 +367,11 @@ def full_replay(agent: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return {k: v[idx] for k, v in replay.replay_obs.items()}, replay.replay_scores[idx]
 
 
-def policy_update_phase(agent: Any, repeats: int) -> dict[str, Any]:
+def policy_update_phase(agent: Any, agent_kwargs: dict[str, Any], repeats: int,
+                        widths: tuple[int, ...] = (16,)) -> dict[str, Any]:
     """One :func:`agents.l2l.ppo.improve_policy` on the agent's replay window (the all-action
-    term of the default ``construct`` agent)."""
+    term of the default ``construct`` agent); and its plain time with a trunk of each of
+    ``widths`` channels instead of ``hidden`` (what a lighter policy would cost)."""
     cfg = agent.config
     window, scores = full_replay(agent)
     scores = torch.as_tensor(scores)
@@ -384,6 +397,13 @@ def policy_update_phase(agent: Any, repeats: int) -> dict[str, Any]:
     out = measure(run, 1, repeats, IMPROVE, parts)
     out["replay_steps"] = int(len(scores))
     out["minibatches"] = int(cfg.n_epochs * -(-len(scores) // cfg.minibatch_size))
+    out["by_width"] = {}
+    for hidden in widths:  # the same update with a narrower trunk (cost only)
+        other = agents.make("l2l", **{**agent_kwargs, "hidden": hidden})
+        other.build(agent.net.layout)
+        cost = plain(lambda: ppo.improve_policy(other.net, other.optimizer, other.config, rng,
+                                                window, scores, scored, None, True), 1, repeats)
+        out["by_width"][hidden] = cost["s_per_unit"]
     return out
 
 
@@ -395,15 +415,18 @@ def _pct(x: float) -> str:
 
 def phase_md(title: str, unit: str, res: dict[str, Any]) -> list[str]:
     cp, tp = res["cprofile"], res["torch_profiler"]
+    compute = sum(r["share"] for r in cp["parts"] if r["kind"] == "compute")
     lines = [f"### {title}", "",
              f"{res['s_per_unit']:.3f} s per {unit} without a profiler (repeats: "
              f"{', '.join(f'{t:.3f}' for t in res['repeats'])}); "
              f"{cp['profiled_s_per_unit']:.3f} s under cProfile. Inside torch operators: "
-             f"**{_pct(tp['inside_torch_ops'])}** of the wall time.", "",
-             "| part | share | s per " + unit + " (cProfile) |", "|---|---:|---:|"]
+             f"**{_pct(tp['inside_torch_ops'])}** of the wall time. Compute parts "
+             f"**{_pct(compute)}**, overhead parts {_pct(1 - compute)}.", "",
+             "| part | kind | share | s per " + unit + " (cProfile) |", "|---|---|---:|---:|"]
     for r in sorted(cp["parts"], key=lambda r: -r["share"]):
         if r["share"] >= 0.0005:
-            lines.append(f"| {r['part']} | {_pct(r['share'])} | {r['s_per_unit']:.4f} |")
+            lines.append(f"| {r['part']} | {r['kind']} | {_pct(r['share'])} | "
+                         f"{r['s_per_unit']:.4f} |")
     lines += ["", "Top operators by self time (share of wall time under torch.profiler): " +
               ", ".join(f"`{o['op']}` {_pct(o['self_share'])}" for o in tp["top_ops"]), ""]
     return lines
@@ -432,7 +455,7 @@ def main() -> int:
     print(f"loop step {results['loop_step']['s_per_unit']:.4f} s", file=sys.stderr)
     results["threshold_loop_step"] = threshold_loop(env, args.loop_steps, args.repeats)
     results["segmenter_update"] = segmenter_update_phase(env, args.repeats)
-    results["l2l_update"] = policy_update_phase(agent, args.repeats)
+    results["l2l_update"] = policy_update_phase(agent, resolved["agent_kwargs"], args.repeats)
     results["l2l_vs_threshold_loop"] = (results["loop_step"]["s_per_unit"]
                                         / results["threshold_loop_step"]["s_per_unit"])
     command = ("python benchmarks/bench_profile.py " + " ".join(
@@ -456,6 +479,9 @@ def main() -> int:
                    f"{seg['train_steps']} optimiser steps)", "update", seg)
     md += phase_md(f"`l2l` learning update ({pol['replay_steps']} replayed steps, "
                    f"{pol['minibatches']} minibatches)", "update", pol)
+    md += [f"The same update with a trunk of {h} channels (default "
+           f"{agent.config.hidden}): {t:.3f} s ({t / pol['s_per_unit']:.2f}x)."
+           for h, t in pol["by_width"].items()] + [""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=2))
     Path(f"{args.out}.md").write_text("\n".join(md) + "\n")

@@ -59,13 +59,15 @@ t_run=$(( $(date +%s) - t0 ))
 "$PY" benchmarks/bench_gpu_path.py --device "$DEVICE" --images "$IMAGES" --image-size "$SIZE" \
   --backbones "$BACKBONES" --loop-steps "$LOOP_STEPS" --threads "$THREADS" --work "$OUT/gpu_path" \
   --out "$OUT/gpu_path.json" | tee "$OUT/gpu_path.log"
+GPU_CHECK_COMMAND="$(env | grep -o '^GPU_CHECK_[A-Z_]*=[^ ]*' | sort | tr '\n' ' ')bash benchmarks/gpu_check.sh $OUT" \
 "$PY" - "$OUT" "$t_tests" "$t_run" "$DEVICE" <<'PY'
-import json, sys, torch
+import json, os, sys, torch
 from pathlib import Path
 out = Path(sys.argv[1])
 res = json.loads((out / "refcoco_run" / "results.json").read_text())
 cuda = sys.argv[4].startswith("cuda") and torch.cuda.is_available()
-report = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "tests_s": int(sys.argv[2]),
+report = {"command": os.environ["GPU_CHECK_COMMAND"],
+          "device": torch.cuda.get_device_name(0) if cuda else "cpu", "tests_s": int(sys.argv[2]),
           "refcoco_fixture_run_s": int(sys.argv[3]), "refcoco_fixture_val_mIoU": res["metrics"]["val"]["mIoU"],
           "amp": res["config"]["segmenter"]["amp"], "tests_tail": (out / "tests.log").read_text().strip(),
           "loop_speed_tail": (out / "loop_speed.log").read_text().strip(),
