@@ -423,7 +423,6 @@ def improve_policy(net: SelectorNet, optimizer: torch.optim.Optimizer, cfg: L2LC
     return stats, stop
 
 
-
 def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_steps: int,
           cfg: L2LConfig, state: RolloutState, gen: torch.Generator, rng: np.random.Generator,
           history: list[dict[str, Any]],
