@@ -20,10 +20,14 @@ def make_teacher(student: nn.Module) -> nn.Module:
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """``teacher = momentum * teacher + (1 - momentum) * student`` for parameters; buffers (batch
     norm statistics) are averaged the same way when floating point, copied otherwise."""
-    for t_par, s_par in zip(teacher.parameters(), student.parameters()):
-        t_par.lerp_(s_par.detach(), 1.0 - momentum)
+    # one multi-tensor lerp (the same per-element formula as Tensor.lerp_, in one call)
+    t_avg = list(teacher.parameters())
+    s_avg = [p.detach() for p in student.parameters()]
     for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
         if t_buf.dtype.is_floating_point:
-            t_buf.lerp_(s_buf, 1.0 - momentum)
+            t_avg.append(t_buf)
+            s_avg.append(s_buf)
         else:
             t_buf.copy_(s_buf)
+    if t_avg:
+        torch._foreach_lerp_(t_avg, s_avg, 1.0 - momentum)

@@ -71,6 +71,22 @@ def test_update_is_the_exact_moving_average_of_parameters_and_bn_statistics(mome
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
 
 
+def test_update_matches_per_tensor_lerp_bit_for_bit():
+    """The one multi-tensor call gives exactly what ``Tensor.lerp_`` gives tensor by tensor (so
+    runs keep their results to the bit), on parameters and batch-norm statistics."""
+    teacher, student = _diverged_pair()
+    want = {k: v.clone() for k, v in teacher.state_dict().items()}
+    s0 = student.state_dict()
+    for k, v in want.items():
+        if v.dtype.is_floating_point:
+            v.lerp_(s0[k], 1.0 - 0.999)
+        else:
+            v.copy_(s0[k])
+    ema_update(teacher, student, 0.999)
+    for k, got in teacher.state_dict().items():
+        assert torch.equal(got, want[k]), k
+
+
 def test_momentum_one_leaves_the_teacher_unchanged():
     teacher, student = _diverged_pair()
     t0 = _snapshot(teacher)

@@ -364,6 +364,63 @@ def _valid_mean(x: np.ndarray, mask: np.ndarray) -> float:
     return float(x[m].mean()) if m.any() else float("nan")
 
 
+PgBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                torch.Tensor]
+"""The rollout's ``(actions, old log-probs, advantages, returns, cell targets, weights)`` of the
+PPO term, flattened to ``(T*N, ...)``."""
+
+
+def improve_policy(net: SelectorNet, optimizer: torch.optim.Optimizer, cfg: L2LConfig,
+                   rng: np.random.Generator, t_obs: dict[str, np.ndarray],
+                   t_scores: torch.Tensor | None, t_scored: torch.Tensor | None,
+                   pg_batch: PgBatch | None, use_aa: bool) -> tuple[dict[str, list[float]], bool]:
+    """The gradient steps of one update: ``n_epochs`` passes of shuffled minibatches over the
+    training observations ``t_obs`` (the rollout with the PPO term, ``pg_batch`` given; else the
+    replay window), each step on ``pg_coef L_pg + all_action_coef L_aa - ent_coef H``. Returns
+    the per-minibatch losses by name and whether ``target_kl`` stopped it early."""
+    device = next(net.parameters()).device
+    layout = net.layout
+    use_pg = pg_batch is not None
+    total = len(next(iter(t_obs.values())))
+    stats: dict[str, list[float]] = {}
+    stop = False
+    for _epoch in range(cfg.n_epochs if (use_pg or use_aa) else 0):
+        perm = rng.permutation(total)
+        for start in range(0, total, cfg.minibatch_size):
+            idx = perm[start:start + cfg.minibatch_size]
+            mb_obs = {k: v[idx] for k, v in t_obs.items()}
+            ti = torch.as_tensor(idx, device=device)
+            logits, value, cell_value = net(*layout.tensors(mb_obs, device))
+            loss = torch.zeros((), device=device)
+            s: dict[str, float] = {}
+            if pg_batch is not None:
+                b_act, b_logp, b_adv, b_ret, b_cell, b_w = pg_batch
+                pg, s = ppo_loss(logits, value, cell_value, b_act[ti], b_logp[ti], b_adv[ti],
+                                 b_ret[ti], None if b_cell is None else b_cell[ti], b_w[ti], cfg)
+                loss = loss + cfg.pg_coef * pg
+            else:
+                entropy = categorical_entropy(logits).mean()
+                loss = loss - cfg.ent_coef * entropy
+                s["entropy"] = entropy.item()
+            if use_aa:
+                assert t_scores is not None and t_scored is not None
+                aa = all_action_loss(logits, t_scores[ti], t_scored[ti], cfg.temperature)
+                loss = loss + cfg.all_action_coef * aa
+                s["all_action_loss"] = aa.item()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            for k, v in s.items():
+                stats.setdefault(k, []).append(v)
+        if use_pg:
+            epoch_kl = np.mean(stats["approx_kl"][-math.ceil(total / cfg.minibatch_size):])
+            if cfg.target_kl is not None and epoch_kl > cfg.target_kl:
+                stop = True
+                break
+    return stats, stop
+
+
 def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_steps: int,
           cfg: L2LConfig, state: RolloutState, gen: torch.Generator, rng: np.random.Generator,
           history: list[dict[str, Any]],
@@ -472,44 +529,11 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
             t_scored = torch.ones(len(t_scores), device=device)
         else:
             t_obs, t_scores, t_scored = b_obs, None, None
-        total = len(next(iter(t_obs.values())))
 
         # ---- update
-        stats: dict[str, list[float]] = {}
-        stop = False
-        for _epoch in range(cfg.n_epochs if (use_pg or use_aa) else 0):
-            perm = rng.permutation(total)
-            for start in range(0, total, cfg.minibatch_size):
-                idx = perm[start:start + cfg.minibatch_size]
-                mb_obs = {k: v[idx] for k, v in t_obs.items()}
-                ti = torch.as_tensor(idx, device=device)
-                logits, value, cell_value = net(*layout.tensors(mb_obs, device))
-                loss = torch.zeros((), device=device)
-                s: dict[str, float] = {}
-                if use_pg:
-                    pg, s = ppo_loss(logits, value, cell_value, b_act[ti], b_logp[ti], b_adv[ti],
-                                     b_ret[ti], None if b_cell is None else b_cell[ti], b_w[ti], cfg)
-                    loss = loss + cfg.pg_coef * pg
-                else:
-                    entropy = categorical_entropy(logits).mean()
-                    loss = loss - cfg.ent_coef * entropy
-                    s["entropy"] = entropy.item()
-                if use_aa:
-                    assert t_scores is not None and t_scored is not None
-                    aa = all_action_loss(logits, t_scores[ti], t_scored[ti], cfg.temperature)
-                    loss = loss + cfg.all_action_coef * aa
-                    s["all_action_loss"] = aa.item()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                for k, v in s.items():
-                    stats.setdefault(k, []).append(v)
-            if use_pg:
-                epoch_kl = np.mean(stats["approx_kl"][-math.ceil(total / cfg.minibatch_size):])
-                if cfg.target_kl is not None and epoch_kl > cfg.target_kl:
-                    stop = True
-                    break
+        pg_batch = (b_act, b_logp, b_adv, b_ret, b_cell, b_w) if use_pg else None
+        stats, stop = improve_policy(net, optimizer, cfg, rng, t_obs, t_scores, t_scored, pg_batch,
+                                     use_aa)
 
         state.updates += 1
         var_r = float(np.var(returns[valid]))
