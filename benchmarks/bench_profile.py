@@ -428,7 +428,7 @@ def main() -> int:
     p.add_argument("--loop-steps", type=int, default=128,
                    help="loop steps per measurement (a multiple of the agent's n_steps)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="benchmarks/profile")
+    p.add_argument("--out", default="benchmarks/results/profile")
     p.add_argument("--note", default="", help="a line about the machine's load, for the md")
     args = p.parse_intermixed_args()
     torch.set_num_threads(1)

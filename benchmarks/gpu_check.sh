@@ -8,7 +8,7 @@
 # refcoco_5pct at 480 px on the refer-layout synthetic set with Swin-B and BERT-base built from
 # their configs (random weights), AMP on: loop steps per second, the segmenter update's time and
 # peak GPU memory. Writes OUT/gpu_check.json with what it measured.
-# CPU dry run (same code path, toy sizes; the committed benchmarks/gpu_check_cpu_dryrun.json):
+# CPU dry run (same code path, toy sizes; the committed benchmarks/results/gpu_check_cpu_dryrun.json):
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_SKIP_TESTS=1 GPU_CHECK_LOOP_STEPS=64 bash benchmarks/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
