@@ -20,7 +20,7 @@ steps the env's segmenter update, every ``n_steps`` the policy update), the segm
 update :func:`agents.l2l.ppo.improve_policy` on the agent's replay window.
 
     python benchmarks/bench_profile.py [--warmup-steps 6] [--loop-steps 128] [--repeats 3]
-        [--out benchmarks/profile] [KEY=VALUE ...]
+        [--out benchmarks/results/profile] [KEY=VALUE ...]
 
 Writes ``<out>.json`` and ``<out>.md``. Profilers add their own overhead (cProfile to Python
 calls, torch.profiler to operator calls): shares come from them, absolute times from the plain
