@@ -134,17 +134,15 @@ class LoopStage:
                 while done < total:
                     n = min(chunk, total - done)
                     obs = parts.env.unwrapped.current_observation()
-                    if agent.is_learner:
-                        # Go on from the env's current state (the same on a fresh and a resumed
-                        # run).
+                    # Go on from the env's current state (the same on a fresh and a resumed run).
+                    writer = run.logger.writer
+                    stepper = agent.stepper(rec, obs, self.rollout, writer=writer)
+                    if stepper is None:  # a learner that steps the env inside its own learn
                         agent.continue_from(rec, obs, self.rollout)
-                        agent.learn(rec, n, writer=run.logger.writer)
+                        agent.learn(rec, n, writer=writer)
                     else:
                         for _ in range(n):
-                            obs, _, terminated, truncated, _ = rec.step(
-                                agent.act(obs, deterministic=True))
-                            if terminated or truncated:
-                                obs, _ = rec.reset()
+                            stepper.observe(*rec.step(stepper.action()))
                     self.end_chunk(done, n)
                     done += n
         finally:
