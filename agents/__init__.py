@@ -16,5 +16,5 @@ from agents.l2l import L2LAgent, L2LConfig
 from agents.sb3_agent import SB3Agent
 
 __all__ = ["Agent", "AgreementAgent", "AllAgent", "Callback", "CellRuleAgent", "L2LAgent",
-           "L2LConfig", "NoneAgent", "PriorAgent", "RandomAgent", "SB3Agent", "Stepper", "ThresholdAgent", "agent_class",
-           "available", "load", "make", "register"]
+           "L2LConfig", "NoneAgent", "PriorAgent", "RandomAgent", "SB3Agent", "Stepper",
+           "ThresholdAgent", "agent_class", "available", "load", "make", "register"]

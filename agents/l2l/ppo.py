@@ -288,7 +288,7 @@ INFO_KEYS: tuple[str, ...] = (schema.CELL_REWARDS, schema.CELL_SCORES, schema.SC
 
 @dataclass
 class RolloutState:
-    """What carries over between ``learn`` calls on the same env."""
+    """What carries over between learners (``learn`` calls) on the same env."""
 
     env: Any = None
     obs: dict[str, np.ndarray] | None = None
