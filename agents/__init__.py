@@ -9,12 +9,12 @@
 See :mod:`agents.base` for the interface and how to register a new agent.
 """
 
-from agents.base import Agent, Callback, agent_class, available, load, make, register
+from agents.base import Agent, Callback, Stepper, agent_class, available, load, make, register
 from agents.heuristics import (AgreementAgent, AllAgent, CellRuleAgent, NoneAgent, PriorAgent,
                                RandomAgent, ThresholdAgent)
 from agents.l2l import L2LAgent, L2LConfig
 from agents.sb3_agent import SB3Agent
 
 __all__ = ["Agent", "AgreementAgent", "AllAgent", "Callback", "CellRuleAgent", "L2LAgent",
-           "L2LConfig", "NoneAgent", "PriorAgent", "RandomAgent", "SB3Agent", "ThresholdAgent", "agent_class",
-           "available", "load", "make", "register"]
+           "L2LConfig", "NoneAgent", "PriorAgent", "RandomAgent", "SB3Agent", "Stepper",
+           "ThresholdAgent", "agent_class", "available", "load", "make", "register"]

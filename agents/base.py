@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 from gymnasium import spaces
@@ -42,6 +42,34 @@ MANIFEST = "agent.json"
 
 Callback = Callable[["Agent", dict[str, Any]], "bool | None"]
 """``callback(agent, record)`` after each learning update; returning ``False`` stops learning."""
+
+
+class Stepper(Protocol):
+    """An agent driven one env step at a time by a caller that steps the env itself (a run's
+    loop): ``env_answer = env.step(stepper.action()); stepper.observe(*env_answer)``."""
+
+    def action(self) -> np.ndarray:
+        """The env's action for its current observation."""
+
+    def observe(self, obs: Obs, reward: float, terminated: bool, truncated: bool,
+                info: dict[str, Any]) -> None:
+        """The env's answer to the last :meth:`action` (an ended episode resets the env)."""
+
+
+class GreedyStepper:
+    """The :class:`Stepper` of an agent that does not learn: its deterministic action."""
+
+    def __init__(self, agent: Agent, env: Any, obs: Obs) -> None:
+        self.agent, self.env, self.obs = agent, env, obs
+
+    def action(self) -> np.ndarray:
+        return self.agent.act(self.obs, deterministic=True)
+
+    def observe(self, obs: Obs, reward: float, terminated: bool, truncated: bool,
+                info: dict[str, Any]) -> None:
+        self.obs = obs
+        if terminated or truncated:
+            self.obs, _ = self.env.reset()
 
 
 class Agent(abc.ABC):
@@ -140,6 +168,15 @@ class Agent(abc.ABC):
         """Make the next :meth:`learn` go on from ``env``'s current state ``obs`` (instead of
         resetting it), with the rollout ``counters`` of :meth:`counters` (a resumed run hands back
         the saved ones). A no-op for agents that carry no state between ``learn`` calls."""
+
+    def stepper(self, env: Any, obs: Obs, counters: dict[str, int],
+                writer: Any | None = None) -> Stepper | None:
+        """This agent as a :class:`Stepper` on ``env``, from its current state ``obs`` (a
+        learner goes on with ``counters`` as after :meth:`continue_from`, learning as in
+        :meth:`learn`). ``None`` for a learner that steps the env only inside its own
+        :meth:`learn` (a caller then uses :meth:`continue_from` and :meth:`learn`); the default:
+        ``None`` for learners, greedy acting otherwise."""
+        return None if self.is_learner else GreedyStepper(self, env, obs)
 
     def counters(self) -> dict[str, int] | None:
         """``{"env_steps", "updates"}`` of the learning so far, or ``None`` for agents that keep

@@ -288,16 +288,16 @@ def loop_phase(env: Any, agent: Any, steps: int, repeats: int) -> dict[str, Any]
     stats = profile_stats(run)
     total = cum(stats, learn)[0]
     improve = cum(stats, IMPROVE)[0]
-    driver = cum(stats, ("agents/l2l/ppo.py", "step"))[0]
+    driver = cum(stats, ("agents/l2l/ppo.py", "record"))[0]
     envs = cum(stats, env_step)[0]
-    forward = cum(stats, MODULE_CALL, learn)[0] + \
-        cum(stats, ("agents/l2l/ppo.py", "value_fn"), learn)[0]
+    forward = cum(stats, MODULE_CALL, ("agents/l2l/ppo.py", "action"))[0] + \
+        cum(stats, ("agents/l2l/ppo.py", "value_fn"), ("agents/l2l/ppo.py", "update"))[0]
     inner = [(label, cum(stats, m, c)[0]) for label, m, c in env_parts]
     seconds = [("policy: learning update (improve_policy)", improve),
                ("policy: rollout forward (acting, values)", forward),
-               ("policy: rollout buffers, advantages, replay window",
-                total - improve - driver - forward),
-               ("env driver: observation batching, info arrays, wrappers", driver - envs),
+               ("policy: rollout buffer, advantages, replay window, wrappers",
+                total - improve - driver - forward - envs),
+               ("env driver: observation batching, info arrays, resets", driver),
                *inner]
     out["cprofile"] = parts_table(total, seconds, steps,
                                   other="env: observation, step bookkeeping, other Python")

@@ -9,9 +9,10 @@ like any agent's (``agent_options.mine.margin=0.1``); ``action_form`` is set fro
 
 An agent is one class registered by name: :meth:`act` maps an observation (single, or batched
 with a leading dimension) to the env's action, ``save``/``load`` write and read a folder. A
-learner also implements ``learn`` (plus ``continue_from`` and ``counters`` for exact resume); see
-``agents/base.py``. An agent that acts in one action form only says so with ``action_spaces``,
-and a run refuses the other form before any work.
+learner also implements ``learn`` (plus ``continue_from`` and ``counters`` for exact resume, and
+optionally ``stepper`` to be stepped by a run's loop); see ``agents/base.py``. An agent that
+acts in one action form only says so with ``action_spaces``, and a run refuses the other form
+before any work.
 """
 
 from __future__ import annotations

@@ -312,6 +312,52 @@ def test_learning_is_seeded(kw):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.parametrize("kw", [{}, PPO_SELECT])
+def test_stepping_the_learner_from_outside_is_learn(kw):
+    """What a run's loop does (it steps the env and drives ``agent.stepper``) learns exactly
+    what ``learn`` does from the same state, across episode ends and updates."""
+    form = kw.get("action_form", "construct")
+    runs = []
+    for outside in (False, True):
+        agent = agents.make("l2l", seed=3, **kw, **FAST)
+        env = FakePseudoLabelEnv(action=form, episode_steps=20)
+        obs, _ = env.reset(seed=5)
+        counters = {"env_steps": 0, "updates": 0}
+        if outside:
+            stepper = agent.stepper(env, obs, counters)
+            for _ in range(64):
+                stepper.observe(*env.step(stepper.action()))
+        else:
+            agent.continue_from(env, obs, counters)
+            agent.learn(env, 64)
+        history = [{k: v for k, v in h.items() if k != "time_s"} for h in agent.history]
+        runs.append((history, [p.detach().clone() for p in agent.net.parameters()],
+                     agent.counters()))
+    assert len(runs[0][0]) == 2 and repr(runs[0][0]) == repr(runs[1][0])  # NaN-safe
+    assert runs[0][2] == runs[1][2] == {"env_steps": 64, "updates": 2}
+    for a, b in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_heuristic_steps_greedily_and_resets_ended_episodes():
+    resets = []
+
+    class Counting(FakePseudoLabelEnv):
+        def reset(self, *, seed=None, options=None):
+            resets.append(seed)
+            return super().reset(seed=seed, options=options)
+
+    agent = agents.make("threshold")
+    env = Counting(action="construct", episode_steps=3)
+    obs, _ = env.reset(seed=0)
+    stepper = agent.stepper(env, obs, {"env_steps": 0, "updates": 0})
+    for _ in range(7):
+        action = stepper.action()
+        np.testing.assert_array_equal(action, agent.act(stepper.obs, deterministic=True))
+        stepper.observe(*env.step(action))
+    assert resets == [0, None, None]  # the start, then after steps 3 and 6
+
+
 def test_agent_refuses_an_env_of_the_other_action_form():
     with pytest.raises(ValueError, match="action_form='select'"):
         agents.make("l2l", **FAST).learn(FakePseudoLabelEnv(action="select"), 32)

@@ -130,15 +130,13 @@ class L2LAgent(Agent):
         return unbatch(choice.numpy().astype(np.int8), single)
 
     # ------------------------------------------------------------------ learning
-    def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
-              writer: Any | None = None) -> dict[str, Any]:
-        """Train on ``env`` (a gymnasium env or vector env) for ``total_steps`` env steps.
+    def learner(self, env: Any, callback: Callback | None = None,
+                writer: Any | None = None) -> ppo.Learner:
+        """A :class:`~agents.l2l.ppo.Learner` of this agent on ``env`` (a gymnasium env or vector
+        env), going on from the env's current state when it is the env of the last one.
 
-        Calling again on the same env continues from its current state.
         :param writer: optional ``torch.utils.tensorboard.SummaryWriter``.
         """
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         space = getattr(env, "single_observation_space", None) or env.observation_space
         check_dict_space(space, "L2LAgent.learn")
         action_space = getattr(env, "single_action_space", None) or env.action_space
@@ -153,8 +151,25 @@ class L2LAgent(Agent):
         assert self.net is not None and self.optimizer is not None
         self.net.train()
         cb = None if callback is None else (lambda record: callback(self, record))
-        return ppo.learn(self.net, self.optimizer, env, total_steps, self.config, self.rollout,
-                         self.gen, self.rng, self.history, cb, writer)
+        return ppo.Learner(self.net, self.optimizer, env, self.config, self.rollout, self.gen,
+                           self.rng, self.history, cb, writer)
+
+    def learn(self, env: Any, total_steps: int, callback: Callback | None = None,
+              writer: Any | None = None) -> dict[str, Any]:
+        """Train on ``env`` (a gymnasium env or vector env) for ``total_steps`` env steps.
+
+        Calling again on the same env continues from its current state.
+        :param writer: optional ``torch.utils.tensorboard.SummaryWriter``.
+        """
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        return ppo.learn(self.learner(env, callback, writer), total_steps)
+
+    def stepper(self, env: Any, obs: Obs, counters: dict[str, int],
+                writer: Any | None = None) -> ppo.Learner:
+        """The learner, going on from ``env``'s state ``obs`` (:meth:`continue_from`)."""
+        self.continue_from(env, obs, counters)
+        return self.learner(env, writer=writer)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from agents.l2l.policy import SelectorNet
 from agents.obs import as_batch
+from l2l_env import schema
 from segmenter.shared.settings import Runtime
 
 
@@ -280,9 +281,14 @@ def _info_array(info: dict[str, Any], key: str, n: int, vector: bool
     return np.stack([v if v is not None else np.zeros(shape, np.float32) for v in filled]), present
 
 
+INFO_KEYS: tuple[str, ...] = (schema.CELL_REWARDS, schema.CELL_SCORES, schema.SCORED,
+                              schema.COVERAGE, schema.PL_PRECISION)
+"""The ``info`` fields the learner reads (``pl_precision`` only into its records)."""
+
+
 @dataclass
 class RolloutState:
-    """What carries over between ``learn`` calls on the same env."""
+    """What carries over between learners (``learn`` calls) on the same env."""
 
     env: Any = None
     obs: dict[str, np.ndarray] | None = None
@@ -304,7 +310,8 @@ class RolloutState:
 
 
 class EnvDriver:
-    """Steps a single gymnasium env or a vector env with batched ``(N, ...)`` arrays."""
+    """Turns a single gymnasium env's or a vector env's step results into batched ``(N, ...)``
+    arrays, and keeps the observation to act on next (resetting ended episodes)."""
 
     def __init__(self, env: Any, state: RolloutState, seed: int) -> None:
         self.env = env
@@ -323,13 +330,16 @@ class EnvDriver:
         assert self.state.obs is not None
         return self.state.obs
 
-    def step(self, actions: np.ndarray, value_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
-             gamma: float) -> dict[str, Any]:
-        """One step of every sub-env; returns rewards (with truncation bootstrap), dones, a
-        validity mask, and the info fields the learner uses."""
+    def env_action(self, actions: np.ndarray) -> np.ndarray:
+        """The env's action for the batched ``actions (N, C)``."""
+        return actions if self.vector else actions[0]
+
+    def record(self, obs: Any, reward: Any, terminated: Any, truncated: Any, info: dict[str, Any],
+               value_fn: Callable[[dict[str, np.ndarray]], np.ndarray], gamma: float
+               ) -> dict[str, Any]:
+        """The env's answer to the last action: rewards (with truncation bootstrap), dones, a
+        validity mask, and the :data:`INFO_KEYS` fields; resets ended episodes."""
         valid = ~self.state.reset_next if self.mode == AutoresetMode.NEXT_STEP else np.ones(self.n, bool)
-        act = actions if self.vector else actions[0]
-        obs, reward, terminated, truncated, info = self.env.step(act)
         reward = np.asarray(reward, np.float64).reshape(self.n).copy()
         term = np.asarray(terminated, bool).reshape(self.n)
         trunc = np.asarray(truncated, bool).reshape(self.n) & ~term
@@ -352,9 +362,94 @@ class EnvDriver:
         self.state.reset_next = done & valid if next_step_mode else np.zeros(self.n, bool)
         self.state.obs = next_obs
         out: dict[str, Any] = {"reward": reward, "raw_reward": raw_reward, "done": done, "valid": valid}
-        for key in ("cell_rewards", "cell_scores", "scored", "coverage", "pl_precision"):
+        for key in INFO_KEYS:
             out[key] = _info_array(info, key, self.n, self.vector)
         return out
+
+
+# ----------------------------------------------------------------------------- the rollout
+
+@dataclass
+class Rollout:
+    """One rollout's ``T`` steps of ``N`` sub-envs as ``(T, N, ...)`` arrays."""
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    """int8 ``(T, N, C)``: the choices taken."""
+    logp: np.ndarray
+    """``(T, N, C)``: their log-probabilities under the acting policy."""
+    values: np.ndarray
+    """``V(s_t)`` ``(T, N)``, float64."""
+    cell_values: np.ndarray
+    """The cell baselines ``b_c(s_t)`` ``(T, N, C)``, float64."""
+    rewards: np.ndarray
+    """``r_t`` ``(T, N)`` with the truncation bootstrap."""
+    raw_rewards: np.ndarray
+    """``r_t`` as the env gave it."""
+    dones: np.ndarray
+    """1.0 where the step ended its episode."""
+    valid: np.ndarray
+    """True where the step counts (vector-env autoreset steps do not)."""
+    cell_rewards: np.ndarray | None
+    """``info["cell_rewards"]`` ``(T, N, C)`` (0 where absent); None unless every step gave it."""
+    scores: np.ndarray
+    """``info["cell_scores"]`` ``(T, N, C, K)`` on scored steps, 0 elsewhere."""
+    scored: np.ndarray
+    """True on the valid steps whose every choice the env scored."""
+    coverage: np.ndarray
+    """``info["coverage"]`` ``(T, N)``, NaN where absent."""
+    pl_precision: np.ndarray
+    """``info["pl_precision"]``, NaN where absent (a diagnostic: records only)."""
+
+
+@dataclass
+class RolloutBuffer:
+    """The steps of the rollout being collected: :meth:`add` one, :meth:`arrays` stacks them."""
+
+    n_choices: int
+    """``K``: scores of another action form's choices (construct's, under select) are dropped."""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, obs: dict[str, np.ndarray], actions: np.ndarray, logp: np.ndarray,
+            value: np.ndarray, cell_value: np.ndarray, step: dict[str, Any]) -> None:
+        """One step of every sub-env: what the policy saw and did, and the driver's ``step``
+        (:meth:`EnvDriver.record`)."""
+        n = len(actions)
+        cr = step[schema.CELL_REWARDS]
+        cs, flag = step[schema.CELL_SCORES], step[schema.SCORED]
+        if cs is not None and cs[0].shape[-1] != self.n_choices:
+            cs = None
+        is_scored = step["valid"].copy()
+        if cs is None:
+            is_scored[:] = False
+        else:
+            is_scored &= cs[1] & ((flag[1] & (flag[0].reshape(n) > 0.5)) if flag is not None
+                                  else True)
+        shape = (n,) + tuple(cell_value.shape[1:]) + (self.n_choices,)
+        diagnostics = {}
+        for key in (schema.COVERAGE, schema.PL_PRECISION):
+            got = step[key]
+            diagnostics[key] = (np.where(got[1], got[0].reshape(n), np.nan) if got is not None
+                                else np.full(n, np.nan))
+        self.steps.append({
+            "obs": obs, "actions": actions, "logp": logp, "values": value,
+            "cell_values": cell_value, "rewards": step["reward"],
+            "raw_rewards": step["raw_reward"], "dones": step["done"].astype(np.float64),
+            "valid": step["valid"],
+            "cell_rewards": None if cr is None else np.where(cr[1][:, None], cr[0], 0.0),
+            "scores": (np.zeros(shape, np.float32) if cs is None
+                       else np.where(is_scored[:, None, None], cs[0], 0.0).astype(np.float32)),
+            "scored": is_scored, **diagnostics})
+
+    def arrays(self) -> Rollout:
+        """The steps stacked to ``(T, N, ...)``."""
+        cols = {k: [s[k] for s in self.steps] for k in self.steps[0] if k != "obs"}
+        obs = {k: np.stack([s["obs"][k] for s in self.steps]) for k in self.steps[0]["obs"]}
+        return Rollout(obs=obs, **{k: None if any(v is None for v in vs) else np.stack(vs)
+                                   for k, vs in cols.items()})
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -421,102 +516,102 @@ def improve_policy(net: SelectorNet, optimizer: torch.optim.Optimizer, cfg: L2LC
     return stats, stop
 
 
-def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_steps: int,
-          cfg: L2LConfig, state: RolloutState, gen: torch.Generator, rng: np.random.Generator,
-          history: list[dict[str, Any]],
-          callback: Callable[[dict[str, Any]], bool | None] | None = None, writer: Any | None = None) -> dict[str, Any]:
-    """Run PPO updates until ``total_steps`` more env steps are done (rounded up to whole rollouts).
+class Learner:
+    """PPO learning driven one env step at a time: :meth:`action` for the env's current
+    observation, then :meth:`observe` the env's answer to it; every ``n_steps`` observed steps
+    make one update (:meth:`update`). :func:`learn` drives it over an env; a run's loop steps
+    the env itself and drives it the same way.
 
-    :param state: carried between calls (the env's current observation).
+    :param state: carried between learners on the same env (its current observation).
     :param gen: torch generator for action sampling; ``rng``: numpy generator for minibatches.
     :param history: per-update records are appended here.
-    :param callback: ``callback(record)`` after each update; ``False`` stops learning.
+    :param callback: ``callback(record)`` after each update; ``False`` sets :attr:`stopped`.
     :param writer: optional ``torch.utils.tensorboard.SummaryWriter``.
     """
-    driver = EnvDriver(env, state, cfg.seed)
-    device = next(net.parameters()).device
-    layout = net.layout
-    n = driver.n
-    steps_done = 0
-    t0 = time.perf_counter()
 
-    def value_fn(obs: dict[str, np.ndarray]) -> np.ndarray:
+    def __init__(self, net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any,
+                 cfg: L2LConfig, state: RolloutState, gen: torch.Generator,
+                 rng: np.random.Generator, history: list[dict[str, Any]],
+                 callback: Callable[[dict[str, Any]], bool | None] | None = None,
+                 writer: Any | None = None) -> None:
+        self.net, self.optimizer, self.cfg, self.state = net, optimizer, cfg, state
+        self.gen, self.rng, self.history = gen, rng, history
+        self.callback, self.writer = callback, writer
+        self.driver = EnvDriver(env, state, cfg.seed)
+        self.device = next(net.parameters()).device
+        self.buffer = RolloutBuffer(n_choices=net.n_choices)
+        self.acted: tuple[dict[str, np.ndarray], np.ndarray, torch.Tensor, torch.Tensor,
+                          torch.Tensor] | None = None
+        """What :meth:`action` saw and chose, until :meth:`observe` stores it."""
+        self.env_steps = 0
+        """Env steps of whole rollouts this learner learned from."""
+        self.stopped = False
+        self.t0 = time.perf_counter()
+
+    def value_fn(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """``V(obs)`` ``(N,)`` float64."""
         with torch.no_grad():
-            return net(*layout.tensors(obs, device))[1].cpu().numpy().astype(np.float64)
+            return self.net(*self.net.layout.tensors(obs, self.device))[1].cpu().numpy() \
+                .astype(np.float64)
 
-    def batch(x: list[np.ndarray], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(T, N, ...) list -> (T*N, ...) tensor."""
-        a = np.stack(x)
-        return torch.as_tensor(a.reshape(-1, *a.shape[2:]), dtype=dtype, device=device)
+    def action(self) -> np.ndarray:
+        """The env's action for its current observation (sampled under ``explore``, else each
+        cell's most probable choice)."""
+        obs = self.driver.obs
+        with torch.no_grad():
+            logits, value, cell_value = self.net(*self.net.layout.tensors(obs, self.device))
+            a = sample_choices(logits, self.gen) if self.cfg.explore else logits.argmax(dim=-1)
+            logp = categorical_logp(logits, a)
+        actions = a.cpu().numpy().astype(np.int8)
+        self.acted = (obs, actions, logp, value, cell_value)
+        return self.driver.env_action(actions)
 
-    while steps_done < total_steps:
-        # ---- rollout
-        obs_buf: dict[str, list[np.ndarray]] = {}
-        acts, logps, vals, cvals, rews, raw_rews, dones, valids = [], [], [], [], [], [], [], []
-        cells: list[np.ndarray | None] = []
-        scores: list[np.ndarray] = []
-        scored: list[np.ndarray] = []
-        covs, precs = [], []
-        for _ in range(cfg.n_steps):
-            obs = driver.obs
-            with torch.no_grad():
-                logits, value, cell_value = net(*layout.tensors(obs, device))
-                a = sample_choices(logits, gen) if cfg.explore else logits.argmax(dim=-1)
-                logp = categorical_logp(logits, a)
-            step = driver.step(a.cpu().numpy().astype(np.int8), value_fn, cfg.gamma)
-            for k, v in obs.items():
-                obs_buf.setdefault(k, []).append(v)
-            acts.append(a.cpu().numpy().astype(np.int8))
-            logps.append(logp.cpu().numpy())
-            vals.append(value.cpu().numpy().astype(np.float64))
-            cvals.append(cell_value.cpu().numpy().astype(np.float64))
-            rews.append(step["reward"])
-            raw_rews.append(step["raw_reward"])
-            dones.append(step["done"].astype(np.float64))
-            valids.append(step["valid"])
-            cr = step["cell_rewards"]
-            cells.append(None if cr is None else np.where(cr[1][:, None], cr[0], 0.0))
-            cs, flag = step["cell_scores"], step["scored"]
-            if cs is not None and cs[0].shape[-1] != logits.shape[-1]:
-                cs = None  # scores of another action form's choices (construct's, under select)
-            is_scored = step["valid"].copy()
-            if cs is None:
-                is_scored[:] = False
-            else:
-                is_scored &= cs[1] & ((flag[1] & (flag[0].reshape(n) > 0.5)) if flag is not None
-                                      else True)
-            scores.append(np.zeros((n,) + tuple(logits.shape[1:]), np.float32) if cs is None
-                          else np.where(is_scored[:, None, None], cs[0], 0.0).astype(np.float32))
-            scored.append(is_scored)
-            for key, sink in (("coverage", covs), ("pl_precision", precs)):
-                got = step[key]
-                sink.append(np.where(got[1], got[0].reshape(n), np.nan) if got is not None
-                            else np.full(n, np.nan))
-        steps_done += cfg.n_steps * n
-        state.env_steps += cfg.n_steps * n
-        valid = np.stack(valids)
-        rewards, values, done_arr = np.stack(rews), np.stack(vals), np.stack(dones)
-        adv, returns = compute_gae(rewards, values, done_arr, value_fn(driver.obs),
+    def observe(self, obs: Any, reward: Any, terminated: Any, truncated: Any,
+                info: dict[str, Any]) -> None:
+        """Store the env's answer to the last :meth:`action`; update after a whole rollout."""
+        assert self.acted is not None, "Learner.observe before Learner.action"
+        seen, actions, logp, value, cell_value = self.acted
+        self.acted = None
+        step = self.driver.record(obs, reward, terminated, truncated, info, self.value_fn,
+                                  self.cfg.gamma)
+        self.buffer.add(seen, actions, logp.cpu().numpy(), value.cpu().numpy().astype(np.float64),
+                        cell_value.cpu().numpy().astype(np.float64), step)
+        if len(self.buffer) == self.cfg.n_steps:
+            self.update()
+
+    def update(self) -> dict[str, Any]:
+        """Learn from the collected rollout (advantages, replay window, :func:`improve_policy`),
+        append its record to the history and start a new rollout; returns the record."""
+        cfg, state, device = self.cfg, self.state, self.device
+        ro = self.buffer.arrays()
+        self.buffer = RolloutBuffer(n_choices=self.buffer.n_choices)
+        n_steps = ro.actions.shape[0] * ro.actions.shape[1]
+        self.env_steps += n_steps
+        state.env_steps += n_steps
+        valid = ro.valid
+        adv, returns = compute_gae(ro.rewards, ro.values, ro.dones, self.value_fn(self.driver.obs),
                                    cfg.gamma, cfg.gae_lambda)
-        c_cells = acts[0].shape[1]
+        c_cells = ro.actions.shape[2]
         cell_targets = cell_adv = None
-        if all(c is not None for c in cells):
-            cell_targets = np.stack(cells).astype(np.float64) * c_cells
-            cell_adv = cell_targets - np.stack(cvals)
-        mixed = mix_advantages(adv, cell_adv, valid.astype(np.float64), cfg.cell_adv_coef, cfg.norm_adv)
-        score_arr, scored_arr = np.stack(scores) * np.float32(c_cells), np.stack(scored)
+        if ro.cell_rewards is not None:
+            cell_targets = ro.cell_rewards.astype(np.float64) * c_cells
+            cell_adv = cell_targets - ro.cell_values
+        mixed = mix_advantages(adv, cell_adv, valid.astype(np.float64), cfg.cell_adv_coef,
+                               cfg.norm_adv)
+        score_arr = ro.scores * np.float32(c_cells)
 
-        # ---- flatten (T, N, ...) -> (T*N, ...)
-        b_obs = {k: np.stack(v).reshape(-1, *v[0].shape[1:]) for k, v in obs_buf.items()}
-        b_act, b_logp, b_adv = batch(acts), batch(logps), batch(list(mixed))
-        b_ret, b_w = batch(list(returns)), batch(valids)
-        b_cell = None if cell_targets is None else batch(list(cell_targets))
-        flat_scored = scored_arr.reshape(-1)
+        def flat(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            """(T, N, ...) -> (T*N, ...) tensor."""
+            return torch.as_tensor(a.reshape(-1, *a.shape[2:]), dtype=dtype, device=device)
+
+        b_obs = {k: v.reshape(-1, *v.shape[2:]) for k, v in ro.obs.items()}
+        flat_scored = ro.scored.reshape(-1)
         flat_scores = score_arr.reshape(-1, *score_arr.shape[2:])
         use_pg = cfg.pg_coef > 0.0
         if cfg.all_action_coef > 0.0 and flat_scored.any():
             keep = max(cfg.replay, int(flat_scored.sum()))
-            state.remember({k: v[flat_scored] for k, v in b_obs.items()}, flat_scores[flat_scored], keep)
+            state.remember({k: v[flat_scored] for k, v in b_obs.items()},
+                           flat_scores[flat_scored], keep)
         use_aa = cfg.all_action_coef > 0.0 and state.replay_scores is not None \
             and len(state.replay_scores) > 0
         if use_pg:  # PPO over the rollout; the all-action term on its scored steps
@@ -530,29 +625,41 @@ def learn(net: SelectorNet, optimizer: torch.optim.Optimizer, env: Any, total_st
         else:
             t_obs, t_scores, t_scored = b_obs, None, None
 
-        # ---- update
-        pg_batch = (b_act, b_logp, b_adv, b_ret, b_cell, b_w) if use_pg else None
-        stats, stop = improve_policy(net, optimizer, cfg, rng, t_obs, t_scores, t_scored, pg_batch,
-                                     use_aa)
+        pg_batch = ((flat(ro.actions), flat(ro.logp), flat(mixed), flat(returns),
+                     None if cell_targets is None else flat(cell_targets), flat(valid))
+                    if use_pg else None)
+        stats, stop = improve_policy(self.net, self.optimizer, cfg, self.rng, t_obs, t_scores,
+                                     t_scored, pg_batch, use_aa)
 
         state.updates += 1
         var_r = float(np.var(returns[valid]))
         record: dict[str, Any] = {
             "update": state.updates, "env_steps": state.env_steps,
-            "mean_reward": _valid_mean(np.stack(raw_rews), valid),
-            "coverage": _valid_mean(np.stack(covs), valid),
-            "pl_precision": _valid_mean(np.stack(precs), valid),
+            "mean_reward": _valid_mean(ro.raw_rewards, valid),
+            schema.COVERAGE: _valid_mean(ro.coverage, valid),
+            schema.PL_PRECISION: _valid_mean(ro.pl_precision, valid),
             "explained_variance": (float("nan") if var_r == 0 else
-                                   1.0 - float(np.var((returns - values)[valid])) / var_r),
-            "scored_steps": int(scored_arr.sum()),
-            "early_stop": stop, "time_s": time.perf_counter() - t0,
+                                   1.0 - float(np.var((returns - ro.values)[valid])) / var_r),
+            "scored_steps": int(ro.scored.sum()),
+            "early_stop": stop, "time_s": time.perf_counter() - self.t0,
             **{k: float(np.mean(v)) for k, v in stats.items()},
         }
-        history.append(record)
-        if writer is not None:
+        self.history.append(record)
+        if self.writer is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    writer.add_scalar(f"l2l/{k}", v, state.env_steps)
-        if callback is not None and callback(record) is False:
-            break
-    return {"env_steps": steps_done, "updates": len(history), "last": history[-1] if history else {}}
+                    self.writer.add_scalar(f"l2l/{k}", v, state.env_steps)
+        if self.callback is not None and self.callback(record) is False:
+            self.stopped = True
+        return record
+
+
+def learn(learner: Learner, total_steps: int) -> dict[str, Any]:
+    """Step ``learner``'s env until ``total_steps`` more env steps are learned from (rounded up
+    to whole rollouts) or its callback stops it."""
+    env = learner.driver.env
+    while learner.env_steps < total_steps and not learner.stopped:
+        learner.observe(*env.step(learner.action()))
+    history = learner.history
+    return {"env_steps": learner.env_steps, "updates": len(history),
+            "last": history[-1] if history else {}}

@@ -1,5 +1,7 @@
-"""The loop stage: the self-evolving loop of a semi-supervised run. The agent acts in the env
-(whose coupled segmenter trains every ``update_interval`` steps), in checkpointed chunks.
+"""The loop stage: the self-evolving loop of a semi-supervised run. The stage steps the env
+(whose coupled segmenter trains every ``update_interval`` steps) with the agent's actions, in
+checkpointed chunks; the agent sees every answer through its :meth:`~agents.Agent.stepper` (a
+learner whose ``stepper`` is None steps the env inside its own ``learn``).
 
 Exact resume: the segmenter, the env (position, RNGs, pending selections), the agent (weights,
 optimiser, RNGs), the statistics and the process-global RNGs are restored from the checkpoint.
@@ -122,8 +124,8 @@ class LoopStage:
 
     def run(self) -> Agent:
         """The remaining steps of the loop, chunk by chunk, each checkpointed (timed under
-        ``loop``); returns the agent. Within a chunk a learner learns from the steps, any other
-        agent acts greedily."""
+        ``loop``); returns the agent. Within a chunk the agent's stepper acts and observes (a
+        learner learns from the steps, any other agent acts greedily)."""
         run, parts = self.run_ctx, self.parts
         agent, rec = self.agent, parts.recorder
         total, chunk = int(run.resolved["loop_steps"]), int(run.resolved["chunk_steps"])
@@ -134,17 +136,15 @@ class LoopStage:
                 while done < total:
                     n = min(chunk, total - done)
                     obs = parts.env.unwrapped.current_observation()
-                    if agent.is_learner:
-                        # Go on from the env's current state (the same on a fresh and a resumed
-                        # run).
+                    # Go on from the env's current state (the same on a fresh and a resumed run).
+                    writer = run.logger.writer
+                    stepper = agent.stepper(rec, obs, self.rollout, writer=writer)
+                    if stepper is None:  # a learner that steps the env inside its own learn
                         agent.continue_from(rec, obs, self.rollout)
-                        agent.learn(rec, n, writer=run.logger.writer)
+                        agent.learn(rec, n, writer=writer)
                     else:
                         for _ in range(n):
-                            obs, _, terminated, truncated, _ = rec.step(
-                                agent.act(obs, deterministic=True))
-                            if terminated or truncated:
-                                obs, _ = rec.reset()
+                            stepper.observe(*rec.step(stepper.action()))
                     self.end_chunk(done, n)
                     done += n
         finally:
