@@ -474,8 +474,8 @@ def run_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     base += ["--ratios", ",".join(map(repr, args.ratios or sweep.RATIOS)),
              "--agents", ",".join(args.agents or sweep.AGENTS)]
     try:
-        data_options = C.load_config(args.config, {}, list(args.overrides)).data_options
-        return sweep.run(args, base, main, data_options)
+        cfg = C.load_config(args.config, {}, list(args.overrides))
+        return sweep.run(args, base, main, cfg.data_options, cfg.cache_dir)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
         print(f"l2l-ablate: error: {err}", file=sys.stderr)
         return 2

@@ -46,10 +46,11 @@ PLOTTED = (("mIoU", "val mIoU (%)"), ("pl_iou_label_end", "end-of-loop label IoU
 
 def grounder_accuracy(preset: str, splits: Sequence[str], data_options: dict[str, Any],
                       cache_dir: str | None = None) -> dict[str, float]:
-    """Acc@0.5 of the simulated ``preset`` on SynthRef's ``splits``."""
+    """Acc@0.5 of the simulated ``preset`` on SynthRef's ``splits`` (generated into, and priors
+    cached under, ``cache_dir``; None: the default cache)."""
     acc = {}
     for split in splits:
-        table = load_table("synthref", split, **data_options)
+        table = load_table("synthref", split, data_root=cache_dir, **data_options)
         samples = RefSplit(table, "per_sentence")
         priors = load_priors("synthref", split, samples, "simulated", cache_dir=cache_dir,
                              preset=preset)
@@ -63,7 +64,7 @@ def preset_argv(argv: Sequence[str], preset: str, out: Path) -> list[str]:
 
 
 def run(args: Any, argv: Sequence[str], main: Callable[[Sequence[str]], int],
-        data_options: dict[str, Any]) -> int:
+        data_options: dict[str, Any], cache_dir: str | None = None) -> int:
     """Run (or resume) every grounder's ablation with ``main`` and write the sweep's outputs."""
     presets = args.presets or list(PRESETS_WEAK_TO_STRONG)
     unknown = [p for p in presets if p not in PRESETS]
@@ -78,13 +79,14 @@ def run(args: Any, argv: Sequence[str], main: Callable[[Sequence[str]], int],
     agent_names = [ablate.SUPERVISED_ONLY] + [a for a in (args.agents or AGENTS)
                                               if a != ablate.SUPERVISED_ONLY]
     ratios = args.ratios or list(RATIOS)
-    rows = collect(out, presets, agent_names, ratios, data_options)
+    rows = collect(out, presets, agent_names, ratios, data_options, cache_dir)
     write(out, rows, presets, agent_names, ratios)
     return code
 
 
 def collect(out: Path, presets: Sequence[str], agent_names: Sequence[str],
-            ratios: Sequence[float], data_options: dict[str, Any]) -> list[dict[str, Any]]:
+            ratios: Sequence[float], data_options: dict[str, Any],
+            cache_dir: str | None = None) -> list[dict[str, Any]]:
     """One row per grounder, agent, ratio, split and metric of the finished runs."""
     specs = [ablate.RunSpec(a, float(r), s) for a in agent_names for r in ratios
              for s in range(MAX_SEEDS)]
@@ -94,7 +96,7 @@ def collect(out: Path, presets: Sequence[str], agent_names: Sequence[str],
         splits = ablate.result_splits(folder, specs)
         if not splits:
             continue
-        acc = grounder_accuracy(preset, sorted({"train", *splits}), data_options)
+        acc = grounder_accuracy(preset, sorted({"train", *splits}), data_options, cache_dir)
         for split in splits:
             cells, _ = ablate.collect(folder, specs, split)
             for (agent, ratio), cell in sorted(cells.items()):
@@ -181,7 +183,8 @@ def plot(rows: list[dict[str, Any]], presets: Sequence[str], agent_names: Sequen
     cells = _index(rows, split)
     acc = {r["preset"]: r["acc_train"] for r in rows}
     found = sorted((p for p in presets if p in acc), key=acc.get)
-    fig, axes = plt.subplots(len(PLOTTED), len(ratios), figsize=(5.5 * len(ratios), 8),
+    colour = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(agent_names)}
+    fig, axes = plt.subplots(len(PLOTTED), len(ratios), figsize=(5.5 * len(ratios), 8.5),
                              squeeze=False)
     for col, ratio in enumerate(ratios):
         for row_i, (metric, title) in enumerate(PLOTTED):
@@ -195,13 +198,14 @@ def plot(rows: list[dict[str, Any]], presets: Sequence[str], agent_names: Sequen
                 style = {"linestyle": ":"} if agent.startswith("oracle") else {}
                 ax.errorbar([x for x, _ in pts], [100 * r["mean"] for _, r in pts],
                             yerr=[100 * r["std"] for _, r in pts], marker="o", capsize=3,
-                            linewidth=2.5 if agent == "l2l" else 1.2,
+                            linewidth=2.5 if agent == "l2l" else 1.2, color=colour[agent],
                             label=ablate.agent_label(agent), **style)
             ax.set_title(f"{title}, {100 * ratio:g}% labels")
             ax.set_xlabel("grounder Acc@0.5 on train (%)")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.suptitle("How good must the MLLM be? SynthRef, simulated grounders")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
