@@ -151,3 +151,40 @@ def test_construct_scores_agree_with_choice_scores():
     pix = np.where(out.weight > 0, w * np.where((out.label > 0.5) == truth, 1.0, -1.5), 0.0)
     np.testing.assert_allclose(L.cell_fraction(pix, 4).ravel(),
                                table[np.arange(16), codes.ravel()], atol=1e-5)
+
+
+def test_iou_scores_pay_foreground_above_tau_over_one_plus_tau():
+    """A cell whose foreground fraction is f scores f - tau (1 - f) for `foreground`: positive
+    exactly where f > tau / (1 + tau), the Dinkelbach threshold of the best-IoU label."""
+    truth = np.zeros((8, 8), bool)
+    truth[:, :3] = True  # per 4x4 cell: fractions 0.75, 0, 0.75, 0
+    teacher = np.zeros((8, 8), np.float32)
+    for tau in (0.2, 0.5, 0.9):
+        s = L.iou_choice_scores(teacher, truth, 2, tau=tau)
+        assert s[0, L.FOREGROUND] == pytest.approx(0.75 - tau * 0.25)
+        assert s[1, L.FOREGROUND] == pytest.approx(-tau)
+        assert (s[:, L.FOREGROUND] > 0).tolist() == [True, False, True, False]
+        assert s[:, L.IGNORE].tolist() == [0.0] * 4
+
+
+def test_iou_scores_argmax_is_a_label_at_least_as_good_as_the_teacher():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((16, 16), bool)
+    truth[4:11, 3:9] = True
+    teacher = np.clip(truth + rng.normal(0, 0.45, truth.shape), 0, 1).astype(np.float32)
+    s = L.iou_choice_scores(teacher, truth, 8)  # tau: the teacher's own IoU here
+    built = L.construct(s.argmax(1).reshape(8, 8).astype(np.int8), teacher)
+    fg = (built.label > 0.5) & (built.weight > 0.5)
+
+    def iou(a):
+        return (a & truth).sum() / (a | truth).sum()
+
+    assert iou(fg) >= iou(teacher > 0.5)
+
+
+def test_the_heldout_reward_names_its_objectives():
+    from l2l_env.rewards import make_reward
+
+    assert make_reward("heldout", objective="iou").objective == "iou"
+    with pytest.raises(ValueError, match="objective='f1'; expected one of"):
+        make_reward("heldout", objective="f1")
