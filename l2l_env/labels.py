@@ -128,15 +128,20 @@ def choice_scores(teacher_full: np.ndarray, truth: np.ndarray, grid: int, *,
     """
     gt = truth.astype(bool)
     w = np.where(gt, np.float32(fg_weight), np.float32(1.0))
-    teacher_right = (teacher_full > 0.5) == gt
+    fg_gain = w * np.where(gt, 1.0, -wrong_cost)  # labelling the pixel foreground
+    bg_gain = w * np.where(gt, -wrong_cost, 1.0)  # labelling it background
+    return cell_scores(fg_gain, bg_gain, teacher_full > 0.5, grid)
 
-    def score(right: np.ndarray) -> np.ndarray:
-        return cell_fraction(w * np.where(right, 1.0, -wrong_cost), grid).ravel()
 
+def cell_scores(fg_gain: np.ndarray, bg_gain: np.ndarray, teacher_fg: np.ndarray,
+                grid: int) -> np.ndarray:
+    """``(G*G, 4)`` float32 choice scores from per-pixel gains ``(S, S)`` of labelling each pixel
+    foreground or background: a cell's score is the mean gain over its pixels of the labels the
+    choice gives them (``teacher``: the teacher's own label per pixel); ``ignore`` scores 0."""
     out = np.zeros((grid * grid, len(CHOICES)), np.float32)
-    out[:, BACKGROUND] = score(~gt)
-    out[:, FOREGROUND] = score(gt)
-    out[:, TEACHER] = score(teacher_right)
+    out[:, BACKGROUND] = cell_fraction(bg_gain, grid).ravel()
+    out[:, FOREGROUND] = cell_fraction(fg_gain, grid).ravel()
+    out[:, TEACHER] = cell_fraction(np.where(teacher_fg, fg_gain, bg_gain), grid).ravel()
     return out
 
 
@@ -162,12 +167,4 @@ def iou_choice_scores(teacher_full: np.ndarray, truth: np.ndarray, grid: int, *,
         tau = np.count_nonzero(teacher_fg & gt) / union if union else 1.0
     fg_gain = np.where(gt, 1.0, -float(tau)).astype(np.float32)
     bg_gain = np.where(gt, -bg_weight * bg_cost, bg_weight).astype(np.float32)
-
-    def score(gain: np.ndarray) -> np.ndarray:
-        return cell_fraction(gain, grid).ravel()
-
-    out = np.zeros((grid * grid, len(CHOICES)), np.float32)
-    out[:, BACKGROUND] = score(bg_gain)
-    out[:, FOREGROUND] = score(fg_gain)
-    out[:, TEACHER] = score(np.where(teacher_fg, fg_gain, bg_gain))
-    return out
+    return cell_scores(fg_gain, bg_gain, teacher_fg, grid)
