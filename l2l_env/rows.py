@@ -308,14 +308,16 @@ def image_store(load: Callable[[int], np.ndarray], dataset: str, split: str,
     path = image_cache_path(cache_root, dataset, split, size, image_ids, source)
     cache = CacheFile(path, content_key({"source": source, "size": int(size),
                                          "ids": [int(i) for i in image_ids]}), "image cache")
-    if cache.usable():
-        try:
-            store = PackedImages(path, image_ids)
-            if store.size == size:
-                return store
+
+    def open_packed(file: Path) -> PackedImages:
+        store = PackedImages(file, image_ids)
+        if store.size != size:
             raise ValueError(f"images of {store.size}px, expected {size}px")
-        except ValueError as err:
-            cache.rejected(err)
+        return store
+
+    store = cache.read(open_packed)
+    if store is not None:
+        return store
     if path.parent.is_dir():
         sweep_temporaries(path.parent)
     bar = None

@@ -135,11 +135,9 @@ def text_feature_store(encoder: TextEncoder, phrases: Sequence[str],
     path = text_store_path(cache_root, encoder.name, encoder.max_tokens, phrases)
     cache = CacheFile(path, encoder_inputs(encoder.name, encoder.max_tokens, phrases),
                       "text feature store")
-    if cache.usable():
-        try:
-            return TextFeatureStore(path, phrases)
-        except ValueError as err:
-            cache.rejected(err)
+    store = cache.read(lambda file: TextFeatureStore(file, phrases))
+    if store is not None:
+        return store
     store = write_text_store(path, encoder, phrases, device)
     cache.seal()
     return store
@@ -159,13 +157,13 @@ def phrase_features(segmenter: Any, phrases: Sequence[str],
     cache = CacheFile(cache_dir(cache_root) / "text" / f"features-{key}.pt",
                       encoder_inputs(cfg.text_encoder, cfg.max_tokens, phrases),
                       "text feature cache")
-    if cache.usable():
-        try:
-            segmenter.text_encoder.add_cached(torch.load(cache.path, map_location="cpu",
-                                                         weights_only=True))
-            return cache.path
-        except Exception as err:  # a foreign file: rebuilt below
-            cache.rejected(err)
+
+    def load(file: Path) -> Path:
+        segmenter.text_encoder.add_cached(torch.load(file, map_location="cpu", weights_only=True))
+        return file
+
+    if cache.read(load, errors=(Exception,)) is not None:  # Exception: a foreign file
+        return cache.path
     for start in range(0, len(phrases), batch):
         segmenter.text_features(list(phrases[start:start + batch]))
     if write:

@@ -77,14 +77,12 @@ def warmup_cache(folder: str | os.PathLike, key: str, table: RefTable) -> CacheF
 def read_warm_start(segmenter: Any, cache: CacheFile) -> bool:
     """Load a cached warmed-up segmenter; ``False`` when it is missing, or (with a warning
     naming the file and why) stale, corrupt or of another segmenter."""
-    if not cache.usable():
-        return False
-    try:
-        segmenter.load_state_dict(torch.load(cache.path, map_location="cpu", weights_only=True))
-    except Exception as err:  # a foreign file
-        cache.rejected(err)
-        return False
-    return True
+
+    def load(file: Path) -> bool:
+        segmenter.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+        return True
+
+    return cache.read(load, errors=(Exception,)) is not None  # Exception: a foreign file
 
 
 def write_warm_start(segmenter: Any, cache: CacheFile) -> None:

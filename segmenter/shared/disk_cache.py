@@ -15,14 +15,15 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from segmenter.shared.files import atomic_write_bytes
 
 FORMAT = "l2l-cache/1"
+T = TypeVar("T")
 
 
 def cache_warning(message: str) -> None:
@@ -105,6 +106,19 @@ class CacheFile:
             cache_warning(f"{self.what} {self.path} {problem}; rebuilding it")
             return False
         return True
+
+    def read(self, reader: Callable[[Path], T],
+             errors: tuple[type[BaseException], ...] = (ValueError,)) -> T | None:
+        """``reader(path)`` of a usable file; ``None`` when the file is missing, stale or corrupt,
+        or when ``reader`` raises one of ``errors`` (named through :meth:`rejected`): the caller
+        then rebuilds it."""
+        if not self.usable():
+            return None
+        try:
+            return reader(self.path)
+        except errors as err:
+            self.rejected(err)
+            return None
 
     def rejected(self, err: BaseException) -> None:
         """Name a verified file that its reader could still not use (the caller rebuilds it)."""
