@@ -11,8 +11,9 @@ as not foreground, as in the run's ``pl_iou_*`` curves):
 * the sources a constructor can copy: ``prior`` (the soft proposal > 0.5), ``teacher`` and
   ``student`` (with the prior), ``teacher_text`` (the teacher given no prior: it reads only the
   phrase), and per-pixel unions / intersections;
-* cell oracles on the run's action grid: ``oracle_construct`` (the agent of that name: the
-  teacher where its cell majority is right, else the prior where that is right, else ignore);
+* cell oracles on the run's action grid: ``oracle_construct`` (the agent of that name, acting on
+  the maps the env observes: the teacher where its cell is right, else the prior where that is
+  right, else ignore);
   ``oracle_sources`` (per cell the source whose pixels match the truth best, among teacher,
   teacher_text, prior, all-foreground, all-background: the best a per-cell choice of per-pixel
   sources can do); ``oracle_sample`` (per sample the best whole source);
@@ -34,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
+import agents
 from l2l_env import labels as L
 from l2l_env.config import make_config
 from l2l_env.loop_data import load_loop_data
+from l2l_env.rows import pool_to_grid
 from segmenter import Segmenter
 
 
@@ -52,34 +55,35 @@ def cells(x: np.ndarray, grid: int) -> np.ndarray:
     return L.cell_fraction(x.astype(np.float32), grid)
 
 
-def blocks(c: np.ndarray, scale: int) -> np.ndarray:
-    return L.upsample_cells(c, scale)
-
-
 def cell_oracle(sources: dict[str, np.ndarray], gt: np.ndarray, grid: int) -> np.ndarray:
     """Per cell, the pixels of the source with the most right pixels in that cell."""
     names = list(sources)
     right = np.stack([cells(sources[n] == gt, grid) for n in names])  # (K, N, G, G)
     best = right.argmax(0)
     scale = gt.shape[-1] // grid
-    pick = blocks(best, scale)
+    pick = L.upsample_cells(best, scale)
     out = np.zeros_like(gt)
     for k, n in enumerate(names):
         out |= (pick == k) & sources[n]
     return out
 
 
-def reward_optimum(teacher: np.ndarray, gt: np.ndarray, grid: int, **weights: float) -> np.ndarray:
-    """The foreground of the label that maximises :func:`l2l_env.labels.choice_scores`."""
-    scale = gt.shape[-1] // grid
-    out = np.zeros_like(gt)
-    for i in range(len(gt)):
-        codes = L.choice_scores(teacher[i].astype(np.float32), gt[i], grid, **weights)
-        codes = codes.argmax(1).reshape(grid, grid)
-        lab = L.construct(codes.astype(np.int8), teacher[i].astype(np.float32))
+def constructed_fg(codes: np.ndarray, teacher_p: np.ndarray) -> np.ndarray:
+    """The foreground of the labels that ``(N, G, G)`` choice codes build (ignored pixels are not
+    foreground), as the env's :func:`l2l_env.labels.construct` builds them."""
+    out = np.zeros(teacher_p.shape, bool)
+    for i in range(len(codes)):
+        lab = L.construct(codes[i].astype(np.int8), teacher_p[i].astype(np.float32))
         out[i] = (lab.label > 0.5) & (lab.weight > 0.5)
-    del scale
     return out
+
+
+def reward_optimum(teacher_p: np.ndarray, gt: np.ndarray, grid: int,
+                   **weights: float) -> np.ndarray:
+    """The foreground of the label that maximises :func:`l2l_env.labels.choice_scores`."""
+    codes = np.stack([L.choice_scores(t.astype(np.float32), g, grid, **weights).argmax(1)
+                      for t, g in zip(teacher_p, gt)]).reshape(len(gt), grid, grid)
+    return constructed_fg(codes, teacher_p)
 
 
 def diagnose(run: Path, samples: int) -> dict[str, Any]:
@@ -99,14 +103,9 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
     prior = priors > 0.5
     ones, zeros = np.ones_like(gt), np.zeros_like(gt)
     prior_right = iou(prior, gt) >= 0.3
-    scale = gt.shape[-1] // grid
-    # oracle-construct, as agents.heuristics.OracleConstructAgent builds it
-    maj = cells(gt, grid) > 0.5
-    t_ok = (cells(teacher, grid) > 0.5) == maj
-    p_ok = (cells(prior, grid) > 0.5) == maj
-    t_up, p_up = blocks(t_ok, scale), blocks(p_ok & ~t_ok, scale)
-    p_fg = blocks(cells(prior, grid) > 0.5, scale)
-    oracle_construct = (t_up & teacher) | (p_up & p_fg)
+    maps = {"prior": bank.prior_grid[rows], "teacher": pool_to_grid(teacher_p, grid),
+            "truth": cells(gt, grid), "no_prior": bank.no_prior[rows].astype(np.float32)[:, None]}
+    oracle_construct = constructed_fg(agents.make("oracle-construct").rule(maps), teacher_p)
     srcs = {"teacher": teacher, "teacher_text": text, "prior": prior}
     candidates = {
         "prior": prior, "teacher": teacher, "student": student, "teacher_text": text,
@@ -117,8 +116,8 @@ def diagnose(run: Path, samples: int) -> dict[str, Any]:
         "oracle_sources_no_text": cell_oracle({k: v for k, v in srcs.items()
                                                if k != "teacher_text"}, gt, grid),
         "oracle_cells_fg_bg_teacher": cell_oracle({**srcs, "fg": ones, "bg": zeros}, gt, grid),
-        "reward_optimum": reward_optimum(teacher, gt, grid),
-        "reward_optimum_accuracy": reward_optimum(teacher, gt, grid, fg_weight=1.0,
+        "reward_optimum": reward_optimum(teacher_p, gt, grid),
+        "reward_optimum_accuracy": reward_optimum(teacher_p, gt, grid, fg_weight=1.0,
                                                   wrong_cost=1.0),
     }
     per = {k: iou(v, gt) for k, v in candidates.items()}
