@@ -52,7 +52,6 @@ TABLE_METRICS = ("mIoU", "oIoU")
 
 def default_agents() -> list[str]:
     """Every registered heuristic agent (``none`` is the supervised-only row), ``sb3:ppo``, ``l2l``."""
-
     heuristics = [n for n in agents.available() if not n.endswith(">") and n != SUPERVISED_ONLY
                   and issubclass(agents.agent_class(n), CellRuleAgent)]
     return heuristics + ["sb3:ppo", "l2l"]
@@ -395,7 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.ratios = args.ratios or list(DEFAULT_RATIOS)
     out = Path(args.out)
     try:  # validate every distinct run config before starting anything
-
         plugins.load(args.imports)
         agent_names = args.agents or default_agents()
         cells = [(a, r) for a in agent_names for r in args.ratios]
@@ -422,7 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.table_only:
         in_process = args.in_process or False
         print(f"l2l-ablate: {len(runs)} runs, {args.jobs} at a time, into {out}", file=sys.stderr)
-
         bar = tqdm(total=len(runs), desc="ablation runs")
         if in_process:
             results = []

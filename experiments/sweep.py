@@ -44,18 +44,21 @@ MAX_SEEDS = 10
 PLOTTED = (("mIoU", "val mIoU (%)"), ("pl_iou_label_end", "end-of-loop label IoU (%)"))
 
 
-def grounder_accuracy(preset: str, splits: Sequence[str], data_options: dict[str, Any],
+def grounder_accuracy(preset: str, samples: dict[str, RefSplit],
                       cache_dir: str | None = None) -> dict[str, float]:
-    """Acc@0.5 of the simulated ``preset`` on SynthRef's ``splits`` (generated into, and priors
-    cached under, ``cache_dir``; None: the default cache)."""
-    acc = {}
-    for split in splits:
-        table = load_table("synthref", split, data_root=cache_dir, **data_options)
-        samples = RefSplit(table, "per_sentence")
-        priors = load_priors("synthref", split, samples, "simulated", cache_dir=cache_dir,
-                             preset=preset)
-        acc[split] = prior_quality(priors, samples)["acc@0.5"]
-    return acc
+    """Acc@0.5 of the simulated ``preset`` on each split of ``samples`` (SynthRef sentences; the
+    priors are cached under ``cache_dir``, None: the default cache)."""
+    return {split: prior_quality(load_priors("synthref", split, split_samples, "simulated",
+                                             cache_dir=cache_dir, preset=preset),
+                                 split_samples)["acc@0.5"]
+            for split, split_samples in samples.items()}
+
+
+def synthref_sentences(splits: Sequence[str], data_options: dict[str, Any],
+                       cache_dir: str | None = None) -> dict[str, RefSplit]:
+    """Every sentence of SynthRef's ``splits`` (generated into ``cache_dir``)."""
+    return {split: RefSplit(load_table("synthref", split, data_root=cache_dir, **data_options),
+                            "per_sentence") for split in splits}
 
 
 def preset_argv(argv: Sequence[str], preset: str, out: Path) -> list[str]:
@@ -90,13 +93,14 @@ def collect(out: Path, presets: Sequence[str], agent_names: Sequence[str],
     """One row per grounder, agent, ratio, split and metric of the finished runs."""
     specs = [ablate.RunSpec(a, float(r), s) for a in agent_names for r in ratios
              for s in range(MAX_SEEDS)]
+    found = {p: ablate.result_splits(out / p, specs) for p in presets}
+    found = {p: splits for p, splits in found.items() if splits}
+    samples = synthref_sentences(sorted({"train", *(s for v in found.values() for s in v)}),
+                                 data_options, cache_dir)  # loaded once for every grounder
     rows = []
-    for preset in presets:
+    for preset, splits in found.items():
         folder = out / preset
-        splits = ablate.result_splits(folder, specs)
-        if not splits:
-            continue
-        acc = grounder_accuracy(preset, sorted({"train", *splits}), data_options, cache_dir)
+        acc = grounder_accuracy(preset, {s: samples[s] for s in ("train", *splits)}, cache_dir)
         for split in splits:
             cells, _ = ablate.collect(folder, specs, split)
             for (agent, ratio), cell in sorted(cells.items()):

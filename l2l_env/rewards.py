@@ -219,7 +219,6 @@ class HeldoutReward(Reward):
             return RewardResult(0.0, {}, np.zeros(n, np.float32))
         if ctx.codes is None or ctx.teacher_full is None:
             raise RuntimeError("the heldout reward needs the cell choices and the teacher map")
-
         grid = int(round(math.sqrt(n)))
         if self.objective == "iou":
             scores = iou_choice_scores(ctx.teacher_full, ctx.heldout_truth, grid)
